@@ -1,0 +1,114 @@
+"""The pipeline builder: ``Pipeline``, ``.source()``, ``.then()``, ``.to()``, ``.expose()``.
+
+The builder only declares; :meth:`Pipeline.build` returns a validated
+:class:`~neuraflow.graph.plan.LogicalPlan` and :mod:`neuraflow.runtime` runs it.
+
+Examples
+--------
+>>> from neuraflow import Pipeline, devices, ops, sinks
+>>> p = Pipeline("demo")
+>>> eeg = p.source("eeg", devices.Synthetic(stream_id="eeg-0", n_channels=8, sfreq=250.0))
+>>> clean = eeg.then("bandpass", ops.bandpass(l_freq=1.0, h_freq=40.0))
+>>> clean.to("hot", sinks.HotBuffer(seconds=10.0))
+>>> plan = p.build()
+>>> list(plan.nodes)
+['eeg', 'bandpass', 'hot']
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from neuraflow.devices.base import Device
+from neuraflow.errors import PipelineDefinitionError
+from neuraflow.graph.plan import ExposeNode, LogicalPlan, Node, SinkNode, SourceNode, StepNode, build_plan
+from neuraflow.ops.base import OpSpec
+from neuraflow.sinks.base import Sink
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise PipelineDefinitionError(
+            f"{kind} name {name!r} is invalid: use 1-64 letters, digits, '_' or '-', starting with a letter."
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Handle on a node's output while building; chain ``.then()`` and ``.to()`` on it."""
+
+    pipeline: Pipeline
+    node: str
+
+    def then(self, name: str, op: OpSpec) -> Stream:
+        """Apply ``op`` to every stream of this node; return the new node's handle."""
+        if not isinstance(op, OpSpec):
+            raise PipelineDefinitionError(
+                f"step {name!r}: expected an op such as ops.bandpass(...), got {type(op).__name__}."
+            )
+        self.pipeline._add(StepNode(_check_name("step", name), op, self.node))
+        return Stream(self.pipeline, name)
+
+    def to(self, name: str, sink: Sink | None = None) -> Stream:
+        """Store this node's streams in ``sink`` under step name ``name``.
+
+        Calling ``.to(name)`` without a sink adds this node as another input of an
+        existing sink step (one Iceberg table for raw data and features, say).
+        """
+        return self.pipeline.sink(name, sink, self)
+
+
+class Pipeline:
+    """Builder of a streaming pipeline (no Ray involved until it is run)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = _check_name("pipeline", name)
+        self._nodes: dict[str, Node] = {}
+
+    def _add(self, node: Node) -> None:
+        if node.name in self._nodes:
+            raise PipelineDefinitionError(
+                f"pipeline {self.name!r}: step name {node.name!r} is used twice; names must be unique."
+            )
+        self._nodes[node.name] = node
+
+    def source(self, name: str, devices: Device | Sequence[Device]) -> Stream:
+        """Add a source of one device or a list of devices processed identically."""
+        devs = tuple(devices) if isinstance(devices, (list, tuple)) else (devices,)
+        for dev in devs:
+            if not hasattr(dev, "read") or not hasattr(dev, "info"):
+                raise PipelineDefinitionError(
+                    f"source {name!r}: {type(dev).__name__} is not a device (needs info, open, read, close)."
+                )
+        self._add(SourceNode(_check_name("source", name), devs))
+        return Stream(self, name)
+
+    def sink(self, name: str, sink: Sink | None, *inputs: Stream) -> Stream:
+        """Add (or extend with more inputs) the sink step ``name``."""
+        existing = self._nodes.get(name)
+        names = tuple(s.node for s in inputs)
+        if sink is None:
+            if not isinstance(existing, SinkNode):
+                raise PipelineDefinitionError(f"sink {name!r} does not exist yet; pass the sink object the first time.")
+            self._nodes[name] = SinkNode(name, existing.sink, existing.inputs + names)
+            return Stream(self, name)
+        for method in ("open", "write_batch", "flush", "close"):
+            if not callable(getattr(sink, method, None)):
+                raise PipelineDefinitionError(f"sink {name!r}: {type(sink).__name__} has no {method}() method.")
+        self._add(SinkNode(_check_name("sink", name), sink, names))
+        return Stream(self, name)
+
+    def expose(self, name: str, stream: Stream, *, route: str, seconds: float = 10.0) -> None:
+        """Keep the last ``seconds`` of ``stream`` in memory and serve it at ``route``."""
+        if not isinstance(route, str) or not route.startswith("/"):
+            raise PipelineDefinitionError(f"expose {name!r}: route={route!r} must start with '/'.")
+        self._add(ExposeNode(_check_name("expose", name), stream.node, route, float(seconds)))
+
+    def build(self) -> LogicalPlan:
+        """Validate and return the logical plan (raises :class:`PipelineDefinitionError`)."""
+        return build_plan(self.name, list(self._nodes.values()))

@@ -1,0 +1,216 @@
+"""The logical plan: plain data describing a pipeline, and its validation.
+
+A plan says *what* to compute (sources, steps, sinks, exposed outputs and the
+edges between them); :mod:`neuraflow.runtime` decides *how* (which actors,
+fused and vectorised). Nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from neuraflow.chunk import StreamInfo
+from neuraflow.devices.base import Device
+from neuraflow.errors import PipelineDefinitionError
+from neuraflow.ops.base import OpSpec
+from neuraflow.sinks.base import Sink
+
+
+@dataclass(frozen=True)
+class SourceNode:
+    """A set of devices whose streams all go through the same steps."""
+
+    name: str
+    devices: tuple[Device, ...]
+
+
+@dataclass(frozen=True)
+class StepNode:
+    """One op applied to every stream arriving from ``input``."""
+
+    name: str
+    op: OpSpec
+    input: str
+
+
+@dataclass(frozen=True)
+class SinkNode:
+    """A sink fed by one or more upstream nodes."""
+
+    name: str
+    sink: Sink
+    inputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExposeNode:
+    """An output kept in memory (last ``seconds``) and served over HTTP at ``route``."""
+
+    name: str
+    input: str
+    route: str
+    seconds: float = 10.0
+
+
+Node = SourceNode | StepNode | SinkNode | ExposeNode
+
+
+def node_inputs(node: Node) -> tuple[str, ...]:
+    """Names of the nodes feeding ``node``."""
+    if isinstance(node, SourceNode):
+        return ()
+    if isinstance(node, SinkNode):
+        return node.inputs
+    return (node.input,)
+
+
+def derived_stream_id(source_stream_id: str, step_name: str) -> str:
+    """Stream id of a step's output for one source stream, e.g. ``"eeg-0/bandpower"``."""
+    return f"{source_stream_id}/{step_name}"
+
+
+@dataclass(frozen=True)
+class LogicalPlan:
+    """A validated pipeline description.
+
+    Attributes
+    ----------
+    name : str
+        Pipeline name (keys actors, metrics and Serve routes).
+    nodes : Mapping[str, Node]
+        Every node by name, in topological order (inputs before consumers).
+    stream_infos : Mapping[str, tuple[StreamInfo, ...]]
+        For sources and steps: the stream description of each device's stream at
+        that node, computed at build time by the ops' ``infer_info``.
+    """
+
+    name: str
+    nodes: Mapping[str, Node]
+    stream_infos: Mapping[str, tuple[StreamInfo, ...]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def children(self, name: str) -> list[str]:
+        """Names of the nodes consuming ``name``'s output, in plan order."""
+        return [n.name for n in self.nodes.values() if name in node_inputs(n)]
+
+    def sources(self) -> list[SourceNode]:
+        return [n for n in self.nodes.values() if isinstance(n, SourceNode)]
+
+    def steps(self) -> list[StepNode]:
+        return [n for n in self.nodes.values() if isinstance(n, StepNode)]
+
+    def sinks(self) -> list[SinkNode]:
+        return [n for n in self.nodes.values() if isinstance(n, SinkNode)]
+
+    def exposures(self) -> list[ExposeNode]:
+        return [n for n in self.nodes.values() if isinstance(n, ExposeNode)]
+
+    def upstream_source(self, name: str) -> SourceNode:
+        """The source node whose streams reach ``name`` (steps have exactly one)."""
+        node = self.nodes[name]
+        while not isinstance(node, SourceNode):
+            node = self.nodes[node_inputs(node)[0]]
+        return node
+
+    def all_stream_ids(self) -> list[str]:
+        """Every stream id produced by the plan (sources and steps)."""
+        return [info.stream_id for infos in self.stream_infos.values() for info in infos]
+
+
+def _toposort(nodes: Mapping[str, Node]) -> Iterator[Node]:
+    for name, node in nodes.items():
+        for parent in node_inputs(node):
+            if parent not in nodes:
+                raise PipelineDefinitionError(f"step {name!r}: input {parent!r} is not a node of this pipeline.")
+    done: set[str] = set()
+    visiting: set[str] = set()
+    order: list[Node] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in done:
+            return
+        if name in visiting:
+            cycle = " -> ".join((*path, name))
+            raise PipelineDefinitionError(f"pipeline has a cycle: {cycle}.")
+        visiting.add(name)
+        for parent in node_inputs(nodes[name]):
+            visit(parent, (*path, name))
+        visiting.discard(name)
+        done.add(name)
+        order.append(nodes[name])
+
+    for name in nodes:
+        visit(name, ())
+    return iter(order)
+
+
+def build_plan(name: str, nodes: Sequence[Node]) -> LogicalPlan:
+    """Validate ``nodes`` and return the :class:`LogicalPlan`.
+
+    Checks: unique node names, inputs exist, no cycles, every source and step
+    feeds something, every branch ends in a sink or an exposed output, unique
+    stream ids, and each op accepts its input streams (``infer_info``).
+
+    Raises
+    ------
+    PipelineDefinitionError
+        Naming the step, the value and the limit.
+    """
+    if not nodes:
+        raise PipelineDefinitionError(f"pipeline {name!r} has no nodes; add a source with p.source(...).")
+    by_name: dict[str, Node] = {}
+    for node in nodes:
+        if node.name in by_name:
+            raise PipelineDefinitionError(f"pipeline {name!r}: step name {node.name!r} is used twice; names must be unique.")
+        by_name[node.name] = node
+    ordered = {n.name: n for n in _toposort(by_name)}
+    consumers = {n: 0 for n in ordered}
+    for node in ordered.values():
+        for parent in node_inputs(node):
+            consumers[parent] += 1
+    for node in ordered.values():
+        if isinstance(node, (SourceNode, StepNode)) and consumers[node.name] == 0:
+            raise PipelineDefinitionError(
+                f"pipeline {name!r}: the branch ending at {node.name!r} has no sink; "
+                f"add .to(name, sink) or p.expose(name, stream, route=...)."
+            )
+        if isinstance(node, (SinkNode, ExposeNode)) and any(
+            isinstance(ordered[p], (SinkNode, ExposeNode)) for p in node_inputs(node)
+        ):
+            raise PipelineDefinitionError(f"step {node.name!r}: a sink or exposed output cannot feed another node.")
+    infos: dict[str, tuple[StreamInfo, ...]] = {}
+    for node in ordered.values():
+        if isinstance(node, SourceNode):
+            if not node.devices:
+                raise PipelineDefinitionError(f"source {node.name!r} has no devices.")
+            infos[node.name] = tuple(d.info for d in node.devices)
+        elif isinstance(node, StepNode):
+            out: list[StreamInfo] = []
+            source = _source_of(ordered, node)
+            for src_info, in_info in zip(infos[source], infos[node.input]):
+                try:
+                    info = node.op.infer_info(in_info)
+                except ValueError as exc:
+                    raise PipelineDefinitionError(f"step {node.name!r}: {exc}") from None
+                out.append(info.replace(stream_id=derived_stream_id(src_info.stream_id, node.name)))
+            infos[node.name] = tuple(out)
+    seen: dict[str, str] = {}
+    for node_name, stream_infos in infos.items():
+        for info in stream_infos:
+            if info.stream_id in seen:
+                raise PipelineDefinitionError(
+                    f"pipeline {name!r}: stream id {info.stream_id!r} is produced by both "
+                    f"{seen[info.stream_id]!r} and {node_name!r}; give each device a unique stream_id."
+                )
+            seen[info.stream_id] = node_name
+    routes = [n.route for n in ordered.values() if isinstance(n, ExposeNode)]
+    if len(set(routes)) != len(routes):
+        raise PipelineDefinitionError(f"pipeline {name!r}: exposed routes must be unique, got {routes}.")
+    return LogicalPlan(name=name, nodes=MappingProxyType(ordered), stream_infos=MappingProxyType(infos))
+
+
+def _source_of(nodes: Mapping[str, Node], node: Node) -> str:
+    while not isinstance(node, SourceNode):
+        node = nodes[node_inputs(node)[0]]
+    return node.name
