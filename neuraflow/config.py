@@ -162,6 +162,25 @@ class NeuraflowSettings(BaseSettings):
         path = Path(p).expanduser()
         return path if path.is_absolute() else Path.cwd() / path
 
+    def with_absolute_paths(self) -> NeuraflowSettings:
+        """Copy with local paths (warehouse, SQLite catalog, pipelines_dir) made absolute.
+
+        Ray actors do not share the driver's working directory, so the driver
+        resolves relative paths once before shipping settings or sinks to them.
+        """
+        storage = self.storage
+        warehouse = storage.warehouse
+        if "://" not in warehouse:
+            warehouse = str(self.resolve_path(warehouse))
+        catalog_uri = storage.catalog_uri
+        prefix = "sqlite:///"
+        if catalog_uri.startswith(prefix) and not catalog_uri[len(prefix):].startswith("/"):
+            catalog_uri = prefix + str(self.resolve_path(catalog_uri[len(prefix):]))
+        return self.model_copy(update={
+            "storage": storage.model_copy(update={"warehouse": warehouse, "catalog_uri": catalog_uri}),
+            "pipelines_dir": str(self.resolve_path(self.pipelines_dir)),
+        })
+
 
 def load_settings(path: str | Path | None = None) -> NeuraflowSettings:
     """Load settings from YAML file ``path`` (None: defaults only) plus env overrides.

@@ -214,3 +214,13 @@ def _source_of(nodes: Mapping[str, Node], node: Node) -> str:
     while not isinstance(node, SourceNode):
         node = nodes[node_inputs(node)[0]]
     return node.name
+
+
+def replace_devices(plan: LogicalPlan, source: str, devices: Sequence[Device]) -> LogicalPlan:
+    """Return ``plan`` with the devices of ``source`` replaced (e.g. a file for replay), re-validated."""
+    node = plan.nodes.get(source)
+    if not isinstance(node, SourceNode):
+        sources = [s.name for s in plan.sources()]
+        raise PipelineDefinitionError(f"pipeline {plan.name!r}: {source!r} is not a source; sources are {sources}.")
+    nodes = [SourceNode(source, tuple(devices)) if n.name == source else n for n in plan.nodes.values()]
+    return build_plan(plan.name, nodes)

@@ -55,6 +55,11 @@ class OpSpec:
         Vectorised step over chunks of different streams; ``outputs[i]`` belongs to ``chunks[i]``.
     setup : callable ``() -> resource``, optional
         Builds a heavy resource once per worker process.
+    sheddable : bool
+        True for ops whose outputs are snapshots that a newer output supersedes
+        (sliding windows): in real-time mode, when the loop falls behind the
+        latency budget, the runtime forwards only the newest output per stream
+        and counts the others as shed.
     """
 
     kind: str
@@ -64,6 +69,7 @@ class OpSpec:
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     step_batch: BatchStepFn | None = None
     setup: Callable[[], Any] | None = None
+    sheddable: bool = False
 
 
 class BoundOp:

@@ -1,0 +1,15 @@
+"""Where chunks and events are stored.
+
+- :class:`HotBuffer` -- the last N seconds of every stream in memory, queried live.
+- :class:`Iceberg` -- the cold tier: Apache Iceberg tables (SQL catalog, file or S3 warehouse);
+  :func:`read_chunks` / :func:`read_events` read them back.
+- :class:`MemorySink` -- keeps everything in memory, for tests.
+
+Every sink follows the :class:`Sink` protocol and is idempotent on ``(stream_id, seq)``.
+"""
+
+from neuraflow.sinks.base import Sink
+from neuraflow.sinks.iceberg import Iceberg, read_chunks, read_events
+from neuraflow.sinks.memory import HotBuffer, MemorySink
+
+__all__ = ["HotBuffer", "Iceberg", "MemorySink", "Sink", "read_chunks", "read_events"]

@@ -1,0 +1,261 @@
+"""Streaming IIR filters in second-order sections: :func:`bandpass` and :func:`notch`.
+
+Both ops carry the filter's delay line (``zi``) between chunks, so filtering a
+stream chunk by chunk gives the same samples as one offline call::
+
+    y = scipy.signal.sosfilt(sos, x)          # x: the whole float64 signal, zi=None
+
+The delay line starts at **zeros** (not at ``sosfilt_zi`` steady state): the
+start-up transient is kept, exactly as in the offline reference, which makes
+streaming output reproducible from a recording and independent of the first
+chunk's DC offset. Samples are filtered in float64 and emitted as float32.
+
+``step_batch`` filters many streams that share one design (same ``sos``) and
+the same chunk length with a *single* ``sosfilt`` call on their channels
+stacked vertically; this is what makes one actor hosting hundreds of streams
+cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from types import MappingProxyType
+
+import numpy as np
+from scipy import signal
+
+from neuraflow._validate import check_int, check_positive
+from neuraflow.chunk import Chunk, StreamInfo
+from neuraflow.errors import PipelineDefinitionError, StreamMismatchError
+from neuraflow.ops.base import OpSpec
+
+
+@dataclass(frozen=True, eq=False)
+class SosState:
+    """Filter state of one stream.
+
+    Parameters
+    ----------
+    sos : ndarray, shape (n_sections, 6), float64
+        Second-order sections, read-only (shared by every stream with the same design).
+    zi : ndarray, shape (n_sections, n_channels, 2), float64
+        Delay line after the last sample seen, read-only.
+    """
+
+    sos: np.ndarray
+    zi: np.ndarray
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+def _nyquist_error(name: str, value: float, sfreq: float) -> ValueError:
+    return ValueError(f"{name}={value!r} must be below Nyquist ({sfreq / 2!r} Hz at sfreq={sfreq!r}).")
+
+
+# --- designs (cached so that streams of one op share the same sos array) ------------
+
+
+@lru_cache(maxsize=256)
+def _design_bandpass(l_freq: float | None, h_freq: float | None, order: int, sfreq: float) -> np.ndarray:
+    nyq = sfreq / 2.0
+    for name, value in (("l_freq", l_freq), ("h_freq", h_freq)):
+        if value is not None and value >= nyq:
+            raise _nyquist_error(name, value, sfreq)
+    if l_freq is not None and h_freq is not None:
+        sos = signal.butter(order, [l_freq, h_freq], btype="bandpass", fs=sfreq, output="sos")
+    elif l_freq is not None:
+        sos = signal.butter(order, l_freq, btype="highpass", fs=sfreq, output="sos")
+    else:
+        sos = signal.butter(order, h_freq, btype="lowpass", fs=sfreq, output="sos")
+    return _readonly(np.ascontiguousarray(sos, dtype=np.float64))
+
+
+@lru_cache(maxsize=256)
+def _design_notch(freqs: tuple[float, ...], quality: float, sfreq: float) -> np.ndarray:
+    sections = []
+    for freq in freqs:
+        if freq >= sfreq / 2.0:
+            raise _nyquist_error("freqs", freq, sfreq)
+        b, a = signal.iirnotch(freq, quality, fs=sfreq)
+        sections.append(np.concatenate([b, a]) / a[0])
+    return _readonly(np.ascontiguousarray(np.vstack(sections), dtype=np.float64))
+
+
+# --- the op functions ----------------------------------------------------------------
+
+
+def _init(first: Chunk, *, design) -> SosState:
+    sos = design(first.sfreq)
+    zi = np.zeros((sos.shape[0], first.n_channels, 2), dtype=np.float64)
+    return SosState(sos=sos, zi=_readonly(zi))
+
+
+def _check_chunk(state: SosState, chunk: Chunk) -> None:
+    if chunk.n_channels != state.zi.shape[1]:
+        raise StreamMismatchError(
+            f"stream {chunk.stream_id!r}: chunk has {chunk.n_channels} channels, "
+            f"the filter was initialised with {state.zi.shape[1]}."
+        )
+
+
+def _sosfilt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # sosfilt copies x and zi to float64 itself; it needs a writeable sos buffer, and
+    # the shared design is read-only, so hand it a (tiny) copy.
+    return signal.sosfilt(np.array(sos), x, zi=zi)
+
+
+def _step(state: SosState, chunk: Chunk) -> tuple[SosState, list[Chunk]]:
+    _check_chunk(state, chunk)
+    if chunk.n_samples == 0:
+        return state, [chunk]
+    y, zf = _sosfilt(state.sos, chunk.data, state.zi)
+    new_state = SosState(sos=state.sos, zi=_readonly(zf))
+    return new_state, [chunk.replace(data=y.astype(np.float32))]
+
+
+def _step_batch(states: Sequence[SosState], chunks: Sequence[Chunk]) -> tuple[list[SosState], list[list[Chunk]]]:
+    """Filter chunks of many streams; one ``sosfilt`` call per (design, n_samples) group."""
+    if len(states) != len(chunks):
+        raise ValueError(f"step_batch: got {len(states)} states for {len(chunks)} chunks.")
+    new_states: list[SosState] = list(states)
+    outputs: list[list[Chunk]] = [[] for _ in chunks]
+    groups: dict[tuple, list[int]] = {}
+    for i, (state, chunk) in enumerate(zip(states, chunks)):
+        _check_chunk(state, chunk)
+        if chunk.n_samples == 0:
+            outputs[i] = [chunk]
+            continue
+        key = (state.sos.shape, state.sos.tobytes(), chunk.n_samples)
+        groups.setdefault(key, []).append(i)
+    for members in groups.values():
+        if len(members) == 1:
+            i = members[0]
+            new_states[i], outputs[i] = _step(states[i], chunks[i])
+            continue
+        x = np.concatenate([chunks[i].data for i in members], axis=0)
+        zi = np.concatenate([states[i].zi for i in members], axis=1)
+        y, zf = _sosfilt(states[members[0]].sos, x, zi)
+        y32 = y.astype(np.float32)
+        _readonly(zf)
+        start = 0
+        for i in members:
+            stop = start + chunks[i].n_channels
+            new_states[i] = SosState(sos=states[i].sos, zi=zf[:, start:stop])
+            outputs[i] = [chunks[i].replace(data=y32[start:stop])]
+            start = stop
+    return new_states, outputs
+
+
+def _infer_info(info: StreamInfo, *, design) -> StreamInfo:
+    design(info.sfreq)  # raises ValueError naming the value and the Nyquist limit
+    return info
+
+
+def _spec(kind: str, design, params: dict) -> OpSpec:
+    return OpSpec(
+        kind=kind,
+        init=partial(_init, design=design),
+        step=_step,
+        infer_info=partial(_infer_info, design=design),
+        params=MappingProxyType(params),
+        step_batch=_step_batch,
+    )
+
+
+# --- public factories ----------------------------------------------------------------
+
+
+def bandpass(l_freq: float | None, h_freq: float | None, *, order: int = 4) -> OpSpec:
+    """Butterworth band-pass filter (zero initial state, causal, float64 inside).
+
+    Parameters
+    ----------
+    l_freq : float or None
+        Lower pass-band edge in Hz (> 0). ``None`` makes a low-pass at ``h_freq``.
+    h_freq : float or None
+        Upper pass-band edge in Hz, above ``l_freq`` and below Nyquist
+        (checked at build time against the stream's sfreq). ``None`` makes a
+        high-pass at ``l_freq``.
+    order : int
+        Butterworth order (>= 1). A band-pass has ``order`` sections (``2 * order`` poles).
+
+    Returns
+    -------
+    OpSpec
+        Input and output: ``(n_channels, n_samples)`` chunks at the same rate and units.
+
+    Raises
+    ------
+    PipelineDefinitionError
+        If a frequency is not a finite positive number, ``l_freq >= h_freq``, both
+        are ``None`` or ``order`` is not an integer >= 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from neuraflow.ops import bandpass, run_offline
+    >>> from neuraflow.testing import chunks_from_array, make_info
+    >>> x = np.random.default_rng(0).standard_normal((2, 500))
+    >>> chunks = chunks_from_array(x, make_info(2, 250.0), [100, 7, 393])
+    >>> y = np.concatenate([c.data for c in run_offline(bandpass(1.0, 40.0), chunks)], axis=1)
+    >>> y.shape
+    (2, 500)
+    """
+    where = "ops.bandpass"
+    if l_freq is None and h_freq is None:
+        raise PipelineDefinitionError(f"{where}: l_freq and h_freq cannot both be None.")
+    lo = None if l_freq is None else check_positive(where, "l_freq", l_freq)
+    hi = None if h_freq is None else check_positive(where, "h_freq", h_freq)
+    if lo is not None and hi is not None and lo >= hi:
+        raise PipelineDefinitionError(f"{where}: l_freq={l_freq!r} must be below h_freq={h_freq!r} (Hz).")
+    order = check_int(where, "order", order, minimum=1)
+    design = partial(_design_bandpass, lo, hi, order)
+    return _spec("bandpass", design, {"l_freq": lo, "h_freq": hi, "order": order})
+
+
+def notch(freqs: float | Sequence[float] = (50.0,), *, quality: float = 30.0) -> OpSpec:
+    """IIR notch filter(s) for line noise: one second-order section per frequency.
+
+    Parameters
+    ----------
+    freqs : float or sequence of float
+        Frequencies to remove in Hz, e.g. ``(50.0, 100.0)``; each must be below
+        Nyquist (checked at build time against the stream's sfreq).
+    quality : float
+        Quality factor ``Q = freq / bandwidth`` (> 0) of every notch
+        (:func:`scipy.signal.iirnotch`).
+
+    Returns
+    -------
+    OpSpec
+        Input and output: ``(n_channels, n_samples)`` chunks at the same rate and units.
+
+    Raises
+    ------
+    PipelineDefinitionError
+        If ``freqs`` is empty, has duplicates or non-positive values, or ``quality <= 0``.
+
+    Examples
+    --------
+    >>> from neuraflow.ops import notch
+    >>> notch((50.0, 100.0)).params["freqs"]
+    (50.0, 100.0)
+    """
+    where = "ops.notch"
+    values = (freqs,) if isinstance(freqs, (int, float)) else tuple(freqs)
+    if not values:
+        raise PipelineDefinitionError(f"{where}: freqs must contain at least one frequency in Hz.")
+    values = tuple(check_positive(where, "freqs", f) for f in values)
+    if len(set(values)) != len(values):
+        raise PipelineDefinitionError(f"{where}: freqs={values!r} contains duplicates.")
+    quality = check_positive(where, "quality", quality)
+    design = partial(_design_notch, values, quality)
+    return _spec("notch", design, {"freqs": values, "quality": quality})
+
+
+__all__ = ["SosState", "bandpass", "notch"]

@@ -1,0 +1,170 @@
+"""Overlapping windows over a stream: :func:`sliding_window`.
+
+Window ``k`` covers input samples ``[k * hop, k * hop + n_win)`` counted from
+the first sample of the stream, with ``n_win = round(length_s * sfreq)`` and
+``hop = round(step_s * sfreq)``. It is emitted by the chunk that completes it,
+so one input chunk yields 0, 1 or many windows and the result does not depend
+on how the stream was cut into chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from types import MappingProxyType
+
+import numpy as np
+
+from neuraflow._validate import check_positive
+from neuraflow.chunk import Chunk, StreamInfo
+from neuraflow.errors import StreamMismatchError
+from neuraflow.ops.base import OpSpec
+
+
+@dataclass(frozen=True, eq=False)
+class WindowState:
+    """Sliding-window state of one stream.
+
+    Parameters
+    ----------
+    buffer : ndarray, shape (n_channels, min(n_seen, n_win)), float32
+        The most recent input samples (read-only).
+    n_seen : int
+        Number of input samples seen so far.
+    next_end : int
+        Input sample index (exclusive) at which the next window ends.
+    n_win : int
+        Window length in samples.
+    hop : int
+        Samples between the starts of consecutive windows.
+    out_info : StreamInfo
+        Description of the emitted windows (input info with ``window_s``/``hop_s`` in meta).
+    """
+
+    buffer: np.ndarray
+    n_seen: int
+    next_end: int
+    n_win: int
+    hop: int
+    out_info: StreamInfo
+
+
+def _sizes(length_s: float, step_s: float, sfreq: float) -> tuple[int, int]:
+    n_win = round(length_s * sfreq)
+    hop = round(step_s * sfreq)
+    for name, value, n in (("length_s", length_s, n_win), ("step_s", step_s, hop)):
+        if n < 1:
+            raise ValueError(
+                f"{name}={value!r} is shorter than one sample at sfreq={sfreq!r} Hz "
+                f"(needs >= {1.0 / sfreq!r} s)."
+            )
+    return n_win, hop
+
+
+def _infer_info(info: StreamInfo, *, length_s: float, step_s: float) -> StreamInfo:
+    _sizes(length_s, step_s, info.sfreq)
+    return info.replace(meta={**info.meta, "window_s": length_s, "hop_s": step_s})
+
+
+def _init(first: Chunk, *, length_s: float, step_s: float) -> WindowState:
+    n_win, hop = _sizes(length_s, step_s, first.sfreq)
+    buffer = np.zeros((first.n_channels, 0), dtype=np.float32)
+    buffer.flags.writeable = False
+    out_info = _infer_info(first.info, length_s=length_s, step_s=step_s)
+    return WindowState(buffer=buffer, n_seen=0, next_end=n_win, n_win=n_win, hop=hop, out_info=out_info)
+
+
+def _step(state: WindowState, chunk: Chunk, *, length_s: float, step_s: float) -> tuple[WindowState, list[Chunk]]:
+    if chunk.n_channels != state.buffer.shape[0]:
+        raise StreamMismatchError(
+            f"stream {chunk.stream_id!r}: chunk has {chunk.n_channels} channels, "
+            f"the window was initialised with {state.buffer.shape[0]}."
+        )
+    n_new = chunk.n_samples
+    if n_new == 0:
+        return state, []
+    total = state.n_seen + n_new
+    # ``combined`` holds input samples [base, total); every window that ends in this
+    # chunk starts at or after ``base`` because the buffer keeps the last n_win samples.
+    combined = np.concatenate([state.buffer, chunk.data], axis=1)
+    base = state.n_seen - state.buffer.shape[1]
+    sfreq = chunk.sfreq
+    meta = {**chunk.meta, "window_s": length_s, "hop_s": step_s}
+    outputs: list[Chunk] = []
+    end = state.next_end
+    while end <= total:
+        start = end - state.n_win
+        outputs.append(
+            Chunk(
+                combined[:, start - base : end - base],
+                # timestamps come from the current chunk's clock (dejittered by the device)
+                chunk.t0_s + (start - state.n_seen) / sfreq,
+                state.out_info,
+                seq=start // state.hop,
+                recv_s=chunk.recv_s,
+                meta=meta,
+            )
+        )
+        end += state.hop
+    buffer = np.ascontiguousarray(combined[:, -state.n_win :])
+    buffer.flags.writeable = False
+    new_state = WindowState(
+        buffer=buffer,
+        n_seen=total,
+        next_end=end,
+        n_win=state.n_win,
+        hop=state.hop,
+        out_info=state.out_info,
+    )
+    return new_state, outputs
+
+
+def sliding_window(length_s: float, step_s: float) -> OpSpec:
+    """Cut a stream into windows of ``length_s`` seconds every ``step_s`` seconds.
+
+    Parameters
+    ----------
+    length_s : float
+        Window length in seconds (> 0); ``n_win = round(length_s * sfreq)`` samples, >= 1.
+    step_s : float
+        Hop between window starts in seconds (> 0); ``round(step_s * sfreq)`` samples, >= 1.
+        ``step_s > length_s`` skips the samples between windows.
+
+    Returns
+    -------
+    OpSpec
+        Input: ``(n_channels, n_samples)`` chunks. Output: one chunk of shape
+        ``(n_channels, n_win)`` per window, at the input's sfreq (samples keep
+        their rate), ``t0_s`` the time of the window's first sample, ``seq`` the
+        window index and ``meta`` (chunk and stream) ``{"window_s", "hop_s"}``.
+
+    Raises
+    ------
+    PipelineDefinitionError
+        If ``length_s`` or ``step_s`` is not a finite number > 0. A length or step
+        under one sample is reported at build time (``ValueError`` from ``infer_info``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from neuraflow.ops import run_offline, sliding_window
+    >>> from neuraflow.testing import chunks_from_array, make_info
+    >>> chunks = chunks_from_array(np.zeros((2, 1000)), make_info(2, 250.0), [333, 667])
+    >>> windows = run_offline(sliding_window(1.0, 0.5), chunks)
+    >>> len(windows), windows[0].data.shape
+    (7, (2, 250))
+    """
+    where = "ops.sliding_window"
+    length_s = check_positive(where, "length_s", length_s)
+    step_s = check_positive(where, "step_s", step_s)
+    kw = {"length_s": length_s, "step_s": step_s}
+    return OpSpec(
+        kind="sliding_window",
+        init=partial(_init, **kw),
+        step=partial(_step, **kw),
+        infer_info=partial(_infer_info, **kw),
+        params=MappingProxyType(dict(kw)),
+    )
+
+
+__all__ = ["WindowState", "sliding_window"]

@@ -1,0 +1,123 @@
+"""Ray actors: the device-group worker and the pipeline controller.
+
+Physical execution model (measured, see README): a worker actor hosts many
+devices and runs the whole fused DAG vectorised across them; it pays one Ray
+call per *tick* (to the controller), never one per chunk or per step. A
+device bound to hardware gets a worker of its own, pinned where the hardware
+is -- it is the same code with one device.
+
+Workers restart on failure (``max_restarts``). A restarted worker asks the
+controller for its :class:`~neuraflow.runtime.loop.ResumePoint`, continues
+``seq`` numbering after the last accepted chunk and records the time it missed
+as a ``"gap"`` event.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import ray
+
+from neuraflow.graph.plan import LogicalPlan
+from neuraflow.runtime.controller import PipelineController
+from neuraflow.runtime.loop import GroupLoop, LoopOptions
+from neuraflow.runtime.prometheus import PrometheusExporter
+from neuraflow.runtime.slot import SlotOptions
+
+log = logging.getLogger(__name__)
+
+#: Ticks a worker may have in flight to the controller before it stops processing
+#: (its device rings then absorb the delay under their backpressure policy).
+MAX_IN_FLIGHT = 2
+
+
+class DeviceGroupWorker:
+    """Ray actor body: runs a :class:`GroupLoop` in a thread started by the constructor.
+
+    Starting in ``__init__`` (not in a method) is what makes restarts work:
+    Ray re-runs the constructor of a restarted actor, and nobody has to call
+    ``start`` again.
+    """
+
+    def __init__(
+        self,
+        group_id: str,
+        plan: LogicalPlan,
+        hosted: list[tuple[str, int]],
+        slot_options: SlotOptions,
+        loop_options: LoopOptions,
+        controller_name: str,
+        namespace: str,
+    ) -> None:
+        self.group_id = group_id
+        self.controller = ray.get_actor(controller_name, namespace=namespace)
+        resume = ray.get(self.controller.resume_point.remote(group_id))
+        self.loop = GroupLoop(group_id, plan, hosted, slot_options, loop_options, resume)
+        self.restarted = bool(resume.raw)
+        self._in_flight: list[ray.ObjectRef] = []
+        self._stop = threading.Event()
+        self._error: str | None = None
+        self._exporter = PrometheusExporter(plan.name, group_id)
+        self._thread = threading.Thread(target=self._run, name=f"group:{group_id}", daemon=True)
+        self._thread.start()
+
+    def _can_deliver(self) -> bool:
+        if self._in_flight:
+            done, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight), timeout=0)
+            for ref in done:
+                ray.get(ref)  # surface controller errors
+        return len(self._in_flight) < MAX_IN_FLIGHT
+
+    def _deliver(self, delivery) -> None:
+        self._in_flight.append(self.controller.deliver.remote(delivery))
+        if delivery.stats:
+            self._exporter.export(delivery.stats)
+
+    def _run(self) -> None:
+        try:
+            self.loop.run(self._deliver, self._can_deliver, self._stop.is_set)
+            if self._in_flight:
+                ray.get(self._in_flight)
+                self._in_flight = []
+        except Exception as exc:  # noqa: BLE001 - reported through status(); actor stays queryable
+            log.exception("group %s crashed", self.group_id)
+            self._error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.loop.stop()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "group_id": self.group_id,
+            "alive": self._thread.is_alive(),
+            "error": self._error,
+            "restarted": self.restarted,
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "streams": [s.stream_id for _, s in self.loop.slots],
+            "queue_depth": {s.stream_id: s.queue_depth for _, s in self.loop.slots},
+        }
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        """Stop the loop, wait for the last delivery; True if it ended in time."""
+        self._stop.set()
+        self._thread.join(timeout=timeout_s)
+        return not self._thread.is_alive()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block until the loop ends (finite sources) or ``timeout_s`` passes."""
+        self._thread.join(timeout=timeout_s)
+        return not self._thread.is_alive()
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+class ControllerActor(PipelineController):
+    """Ray actor body of :class:`PipelineController` (one per running pipeline)."""
+
+    def ping(self) -> float:
+        return time.time()

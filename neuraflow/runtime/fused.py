@@ -1,0 +1,163 @@
+"""The physical plan of one worker: the whole DAG fused and vectorised across hosted streams.
+
+A :class:`FusedGraph` runs every step of a :class:`~neuraflow.graph.plan.LogicalPlan`
+in-process for the streams one actor hosts. Per tick it takes the raw chunks
+that arrived, walks the steps in topological order and calls each op's
+``step_batch`` once per *round* with one chunk of every stream (so 256 hosted
+devices cost one stacked ``sosfilt`` per filter step, not 256). Per-stream
+order is preserved; state lives here, keyed by ``(step, source stream)``, and
+can be snapshotted and restored (actor restarts).
+
+This module does not import Ray: the same object runs inside a device-group
+actor, in :func:`run_local` for tests, and in benchmarks.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from neuraflow.chunk import Chunk, StreamInfo
+from neuraflow.graph.plan import ExposeNode, LogicalPlan, SinkNode, SourceNode, StepNode
+from neuraflow.ops.base import BoundOp
+
+
+@dataclass
+class TickOutput:
+    """What one tick produced: chunks per sink step and per exposed output."""
+
+    sinks: dict[str, list[Chunk]] = field(default_factory=lambda: defaultdict(list))
+    exposed: dict[str, list[Chunk]] = field(default_factory=lambda: defaultdict(list))
+    n_shed: int = 0
+    step_counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def is_empty(self) -> bool:
+        return not any(self.sinks.values()) and not any(self.exposed.values())
+
+
+class FusedGraph:
+    """Run a plan's steps for a set of hosted source streams, fused and vectorised.
+
+    Parameters
+    ----------
+    plan : LogicalPlan
+        The validated plan.
+    hosted : sequence of (source_name, device_index)
+        Which devices' streams this worker processes.
+    """
+
+    def __init__(self, plan: LogicalPlan, hosted: Sequence[tuple[str, int]]) -> None:
+        self.plan = plan
+        self.hosted = list(hosted)
+        self._ops = {s.name: BoundOp(s.op) for s in plan.steps()}
+        self._states: dict[tuple[str, str], Any] = {}
+        self._next_seq: dict[str, int] = {}
+        # derived StreamInfo per (step, source stream id)
+        self._derived: dict[tuple[str, str], StreamInfo] = {}
+        source_ids: dict[str, list[str]] = defaultdict(list)
+        for source_name, index in self.hosted:
+            src_info = plan.stream_infos[source_name][index]
+            source_ids[source_name].append(src_info.stream_id)
+        for step in plan.steps():
+            src = plan.upstream_source(step.name)
+            for index, src_info in enumerate(plan.stream_infos[src.name]):
+                self._derived[(step.name, src_info.stream_id)] = plan.stream_infos[step.name][index]
+        self._nodes = [n for n in plan.nodes.values() if not isinstance(n, SourceNode)]
+
+    # ------------------------------------------------------------------ state
+    def snapshot(self) -> dict[str, Any]:
+        """A picklable copy of all op states and output counters (for checkpoints)."""
+        return {"states": copy.deepcopy(self._states), "next_seq": dict(self._next_seq)}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Resume from :meth:`snapshot` output."""
+        self._states = dict(snapshot.get("states", {}))
+        self._next_seq.update(snapshot.get("next_seq", {}))
+
+    def set_next_seq(self, next_seq: dict[str, int]) -> None:
+        """Continue derived-stream numbering (after a restart), never going backwards."""
+        for stream_id, seq in next_seq.items():
+            self._next_seq[stream_id] = max(seq, self._next_seq.get(stream_id, 0))
+
+    @property
+    def next_seq(self) -> dict[str, int]:
+        return dict(self._next_seq)
+
+    # ------------------------------------------------------------------ run
+    def process(self, raw: dict[str, list[Chunk]], *, shed_before_s: float | None = None) -> TickOutput:
+        """Push one tick of raw chunks through the DAG.
+
+        Parameters
+        ----------
+        raw : dict
+            Source node name -> raw chunks (several streams mixed, each in seq order).
+        shed_before_s : float, optional
+            Real-time mode only: outputs of sheddable ops (windows) whose
+            ``t_end_s`` is older than this are dropped, except the newest per stream.
+        """
+        out = TickOutput()
+        produced: dict[str, list[tuple[str, Chunk]]] = {}
+        for source_name, chunks in raw.items():
+            produced[source_name] = [(c.stream_id, c) for c in chunks]
+        for node in self._nodes:
+            if isinstance(node, StepNode):
+                produced[node.name] = self._run_step(node, produced.get(node.input, []), out, shed_before_s)
+            elif isinstance(node, SinkNode):
+                for name in node.inputs:
+                    out.sinks[node.name].extend(c for _, c in produced.get(name, []))
+            elif isinstance(node, ExposeNode):
+                out.exposed[node.name].extend(c for _, c in produced.get(node.input, []))
+        return out
+
+    def _run_step(
+        self,
+        node: StepNode,
+        inputs: list[tuple[str, Chunk]],
+        out: TickOutput,
+        shed_before_s: float | None,
+    ) -> list[tuple[str, Chunk]]:
+        if not inputs:
+            return []
+        op = self._ops[node.name]
+        results: list[tuple[str, Chunk]] = []
+        for round_items in _rounds(inputs):
+            keys = [(node.name, src) for src, _ in round_items]
+            chunks = [c for _, c in round_items]
+            states = []
+            for key, chunk in zip(keys, chunks):
+                if key not in self._states:
+                    self._states[key] = op.init(chunk)
+                states.append(self._states[key])
+            new_states, outputs = op.step_batch(states, chunks)
+            for key, state, (src, _), outs in zip(keys, new_states, round_items, outputs):
+                self._states[key] = state
+                if not outs:
+                    continue
+                if op.spec.sheddable and shed_before_s is not None and len(outs) > 1:
+                    kept = [c for c in outs[:-1] if c.t_end_s >= shed_before_s] + [outs[-1]]
+                    out.n_shed += len(outs) - len(kept)
+                    outs = kept
+                info = self._derived[(node.name, src)]
+                seq = self._next_seq.get(info.stream_id, 0)
+                for chunk in outs:
+                    results.append((src, chunk.replace(info=info, seq=seq)))
+                    seq += 1
+                self._next_seq[info.stream_id] = seq
+                out.step_counts[node.name] += len(outs)
+        return results
+
+
+def _rounds(items: Iterable[tuple[str, Chunk]]) -> list[list[tuple[str, Chunk]]]:
+    """Split per-stream ordered items into rounds holding at most one chunk per stream."""
+    rounds: list[list[tuple[str, Chunk]]] = []
+    depth: dict[str, int] = defaultdict(int)
+    for src, chunk in items:
+        level = depth[src]
+        if level == len(rounds):
+            rounds.append([])
+        rounds[level].append((src, chunk))
+        depth[src] = level + 1
+    return rounds

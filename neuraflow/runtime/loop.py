@@ -1,0 +1,281 @@
+"""The processing loop of one device-group worker (no Ray here).
+
+One loop hosts many devices. Every tick it polls the devices that are due,
+drains their ring buffers, runs the fused, vectorised DAG once over
+everything that arrived (:class:`~neuraflow.runtime.fused.FusedGraph`) and
+hands *one* :class:`Delivery` per tick to the controller: chunks per sink,
+exposed outputs, events, per-stream watermarks and, every
+``checkpoint_every_s``, a snapshot of the op states. The Ray actor in
+:mod:`neuraflow.runtime.actors` only supplies the ``deliver`` transport.
+
+Tick length is the latency/throughput dial: real-time mode waits at most
+``tick_s`` (5 ms) to gather chunks of many devices into one batch;
+near-real-time mode 100 ms; batch mode does not wait at all.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from neuraflow.chunk import Chunk, Event
+from neuraflow.graph.plan import LogicalPlan
+from neuraflow.runtime.fused import FusedGraph
+from neuraflow.runtime.slot import DeviceSlot, SlotOptions
+from neuraflow.runtime.stats import StreamStats
+
+
+class Mode(str, Enum):
+    """Execution modes: device-paced real time, larger batches, or replay at full speed."""
+
+    REALTIME = "realtime"
+    NEAR_REAL_TIME = "near_real_time"
+    BATCH = "batch"
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """Timing of a worker loop (seconds)."""
+
+    mode: Mode = Mode.REALTIME
+    tick_s: float = 0.005
+    latency_budget_s: float = 0.05
+    checkpoint_every_s: float = 1.0
+    report_every_s: float = 0.5
+    max_chunks_per_tick: int = 256
+
+
+@dataclass
+class ResumePoint:
+    """Where a restarted worker continues: per raw stream ``(next_seq, last_t_end_s)``,
+    derived-stream counters and the last op-state snapshot."""
+
+    raw: dict[str, tuple[int, float]] = field(default_factory=dict)
+    derived_next_seq: dict[str, int] = field(default_factory=dict)
+    snapshot: dict[str, Any] | None = None
+
+
+@dataclass
+class Delivery:
+    """Everything one tick of one worker hands to the controller (one call per tick)."""
+
+    group_id: str
+    sinks: dict[str, list[Chunk]]
+    exposed: dict[str, list[Chunk]]
+    events: list[Event]
+    raw_watermarks: dict[str, tuple[int, float]]
+    derived_next_seq: dict[str, int]
+    snapshot: dict[str, Any] | None = None
+    stats: dict[str, StreamStats] | None = None
+    step_counts: dict[str, int] = field(default_factory=dict)
+    finished: bool = False
+
+
+class GroupLoop:
+    """Hosts devices and runs the fused pipeline over them.
+
+    Parameters
+    ----------
+    group_id : str
+        Name of this worker (keys its checkpoints).
+    plan : LogicalPlan
+        The pipeline.
+    hosted : sequence of (source_name, device_index)
+        The devices this worker owns.
+    slot_options, loop_options
+        Device and timing options.
+    resume : ResumePoint, optional
+        Continue after a restart.
+    """
+
+    def __init__(
+        self,
+        group_id: str,
+        plan: LogicalPlan,
+        hosted: Sequence[tuple[str, int]],
+        slot_options: SlotOptions,
+        loop_options: LoopOptions,
+        resume: ResumePoint | None = None,
+    ) -> None:
+        self.group_id = group_id
+        self.options = loop_options
+        self.fused = FusedGraph(plan, hosted)
+        resume = resume or ResumePoint()
+        if resume.snapshot:
+            self.fused.restore(resume.snapshot)
+        self.fused.set_next_seq(resume.derived_next_seq)
+        self.slots: list[tuple[str, DeviceSlot]] = []
+        for source_name, index in hosted:
+            device = plan.nodes[source_name].devices[index]
+            next_seq, last_t_end = resume.raw.get(device.info.stream_id, (0, None))
+            self.slots.append((source_name, DeviceSlot(device, slot_options, next_seq=next_seq, last_t_end_s=last_t_end)))
+        self._stats: dict[str, StreamStats] = {s.stream_id: StreamStats() for _, s in self.slots}
+        self._reported: dict[str, tuple[int, int, int, int]] = {}
+        self._next_ready: list[float] = [0.0] * len(self.slots)
+        self._last_checkpoint = time.monotonic()
+        self._last_report = time.monotonic()
+        self.started = False
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> None:
+        for _, slot in self.slots:
+            slot.start()
+        self.started = True
+
+    def stop(self) -> None:
+        for _, slot in self.slots:
+            slot.stop()
+
+    @property
+    def finished(self) -> bool:
+        return all(slot.finished and slot.queue_depth == 0 for _, slot in self.slots)
+
+    # ------------------------------------------------------------------ one tick
+    def poll(self) -> None:
+        """Read every device that is due into its ring buffer."""
+        now = time.time()
+        for i, (_, slot) in enumerate(self.slots):
+            if self._next_ready[i] > now:
+                continue
+            slot.poll()
+            hint = slot.next_ready_s()
+            self._next_ready[i] = hint if hint is not None else 0.0
+
+    def tick(self, *, final: bool = False) -> Delivery | None:
+        """Drain the rings, run the DAG once, return the delivery (None if nothing to say).
+
+        ``final=True`` (the loop is stopping) always reports stats and a snapshot.
+        """
+        raw: dict[str, list[Chunk]] = {}
+        events: list[Event] = []
+        watermarks: dict[str, tuple[int, float]] = {}
+        taken: list[Chunk] = []
+        for source_name, slot in self.slots:
+            chunks, slot_events = slot.take(self.options.max_chunks_per_tick)
+            events.extend(slot_events)
+            if chunks:
+                raw.setdefault(source_name, []).extend(chunks)
+                taken.extend(chunks)
+                watermarks[slot.stream_id] = (chunks[-1].seq + 1, chunks[-1].t_end_s)
+        now = time.time()
+        report_due = final or time.monotonic() - self._last_report >= self.options.report_every_s
+        if not taken and not events and not report_due:
+            return None
+        shed_before = now - self.options.latency_budget_s if self.options.mode is Mode.REALTIME else None
+        out = self.fused.process(raw, shed_before_s=shed_before)
+        done = time.time()
+        self._account(taken, done, out.n_shed)
+        delivery = Delivery(
+            group_id=self.group_id,
+            sinks=dict(out.sinks),
+            exposed=dict(out.exposed),
+            events=events,
+            raw_watermarks=watermarks,
+            derived_next_seq=self.fused.next_seq,
+            step_counts=dict(out.step_counts),
+            finished=self.finished,
+        )
+        if time.monotonic() - self._last_checkpoint >= self.options.checkpoint_every_s or delivery.finished or final:
+            delivery.snapshot = self.fused.snapshot()
+            self._last_checkpoint = time.monotonic()
+        if report_due or delivery.finished:
+            delivery.stats = self._take_stats()
+            self._last_report = time.monotonic()
+        return delivery
+
+    def _account(self, taken: list[Chunk], done_s: float, n_shed: int) -> None:
+        if not taken:
+            return
+        batch = self.options.mode is Mode.BATCH
+        ends = np.fromiter(((c.recv_s if batch else c.t_end_s) for c in taken), dtype=np.float64, count=len(taken))
+        latencies_ms = (done_s - ends) * 1000.0
+        for chunk, latency in zip(taken, latencies_ms):
+            stats = self._stats[chunk.stream_id]
+            stats.chunks += 1
+            stats.samples += chunk.n_samples
+            if math.isfinite(latency):
+                stats.latency.add(float(latency))
+        if n_shed and taken:
+            self._stats[taken[0].stream_id].shed += n_shed
+
+    def _take_stats(self) -> dict[str, StreamStats]:
+        """Deltas since the last report, with device counters folded in."""
+        out = self._stats
+        for _, slot in self.slots:
+            c = slot.counters
+            prev = self._reported.get(slot.stream_id, (0, 0, 0, 0))
+            now = (c.dropped, c.errors, c.reconnects, c.gaps)
+            stats = out[slot.stream_id]
+            stats.drops, stats.errors, stats.reconnects, stats.gaps = (a - b for a, b in zip(now, prev))
+            stats.queue_depth = slot.queue_depth
+            self._reported[slot.stream_id] = now
+        self._stats = {s.stream_id: StreamStats() for _, s in self.slots}
+        return out
+
+    # ------------------------------------------------------------------ run
+    def sleep_until_next(self, last_tick_start: float) -> None:
+        """Sleep until the next tick: the earliest due device, but batch at least ``tick_s``."""
+        if self.options.mode is Mode.BATCH:
+            if not any(len(s.ring) for _, s in self.slots) and not any(
+                not s.finished and not getattr(s.device, "blocking", False) for _, s in self.slots
+            ):
+                time.sleep(0.001)
+            return
+        now = time.time()
+        hints = [h for h in self._next_ready if h > 0]
+        wake = min(hints) if hints else now + self.options.tick_s
+        wake = max(wake, last_tick_start + self.options.tick_s)
+        wake = min(wake, now + max(self.options.tick_s, 0.05))
+        if wake > now:
+            time.sleep(wake - now)
+
+    def run(
+        self,
+        deliver: Callable[[Delivery], None],
+        can_deliver: Callable[[], bool],
+        should_stop: Callable[[], bool],
+    ) -> None:
+        """Loop until ``should_stop()`` or every device is finished.
+
+        ``can_deliver()`` is the backpressure signal from the transport: while it
+        is False the loop keeps reading devices into their rings (which apply
+        their ``block``/``drop_oldest`` policy) but does not process.
+        """
+        if not self.started:
+            self.start()
+        while not should_stop():
+            start = time.time()
+            self.poll()
+            if can_deliver():
+                delivery = self.tick()
+                if delivery is not None:
+                    deliver(delivery)
+                    if delivery.finished:
+                        return
+                elif self.finished:
+                    deliver(self._final_delivery())
+                    return
+            self.sleep_until_next(start)
+        # stopped: hand over what the rings still hold, so nothing accepted is left behind
+        delivery = self.tick(final=True)
+        if delivery is not None:
+            deliver(delivery)
+
+    def _final_delivery(self) -> Delivery:
+        return Delivery(
+            group_id=self.group_id,
+            sinks={},
+            exposed={},
+            events=[],
+            raw_watermarks={},
+            derived_next_seq=self.fused.next_seq,
+            snapshot=self.fused.snapshot(),
+            stats=self._take_stats(),
+            finished=True,
+        )

@@ -1,0 +1,609 @@
+"""The cold tier: chunks and events in Apache Iceberg tables through pyiceberg.
+
+One row per chunk in ``<table>`` and one row per event in ``<table>_events``;
+both are partitioned by ``stream_id`` (identity) and by day of device time.
+The catalog is a :class:`pyiceberg.catalog.sql.SqlCatalog` (SQLite file by
+default, PostgreSQL by URI); the warehouse a ``file://`` or ``s3://`` location.
+
+Iceberg commits cost milliseconds to seconds (a new manifest list, metadata file
+and catalog update each), so :class:`Iceberg` buffers and commits one append per
+:meth:`Iceberg.flush`, never one per chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from neuraflow._validate import check_int, check_positive
+from neuraflow.chunk import Chunk, Event, StreamInfo
+from neuraflow.errors import PipelineDefinitionError, SinkError
+
+__all__ = ["Iceberg", "read_chunks", "read_events"]
+
+DEFAULT_CATALOG_URI = "sqlite:///var/warehouse/catalog.db"
+DEFAULT_WAREHOUSE = "var/warehouse"
+
+_SAMPLE_COLUMNS = (
+    "stream_id", "seq", "t0_s", "t0", "recv_s", "sfreq", "n_channels", "n_samples", "data",
+    "channels", "ch_types", "units", "stream_meta", "meta",
+)  # fmt: skip
+_EVENT_COLUMNS = ("stream_id", "t_s", "t", "label", "value", "value_num", "meta")
+
+
+# Schemas -------------------------------------------------------------------
+def _schemas():
+    """(samples schema, samples spec, events schema, events spec); pyiceberg imported lazily."""
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.schema import Schema
+    from pyiceberg.transforms import DayTransform, IdentityTransform
+    from pyiceberg.types import (
+        BinaryType, DoubleType, IntegerType, ListType, LongType, NestedField, StringType, TimestamptzType,
+    )  # fmt: skip
+
+    def strings(field_id: int, name: str, element_id: int) -> NestedField:
+        return NestedField(field_id, name, ListType(element_id, StringType(), element_required=True), required=True)
+
+    samples = Schema(
+        NestedField(1, "stream_id", StringType(), required=True),
+        NestedField(2, "seq", LongType(), required=True),
+        NestedField(3, "t0_s", DoubleType(), required=True, doc="device time of the first sample, s since epoch"),
+        NestedField(4, "t0", TimestamptzType(), required=True, doc="t0_s as a timestamp, for partitioning"),
+        NestedField(5, "recv_s", DoubleType(), required=False, doc="host receive time, s since epoch"),
+        NestedField(6, "sfreq", DoubleType(), required=True),
+        NestedField(7, "n_channels", IntegerType(), required=True),
+        NestedField(8, "n_samples", IntegerType(), required=True),
+        NestedField(9, "data", BinaryType(), required=True, doc="float32 little-endian, C order, (n_channels, n_samples)"),
+        strings(10, "channels", 15),
+        strings(11, "ch_types", 16),
+        strings(12, "units", 17),
+        NestedField(13, "stream_meta", StringType(), required=False, doc="StreamInfo.meta as JSON"),
+        NestedField(14, "meta", StringType(), required=False, doc="Chunk.meta as JSON"),
+    )
+    samples_spec = PartitionSpec(
+        PartitionField(source_id=1, field_id=1000, transform=IdentityTransform(), name="stream_id"),
+        PartitionField(source_id=4, field_id=1001, transform=DayTransform(), name="t0_day"),
+    )
+    events = Schema(
+        NestedField(1, "stream_id", StringType(), required=True),
+        NestedField(2, "t_s", DoubleType(), required=True),
+        NestedField(3, "t", TimestamptzType(), required=True),
+        NestedField(4, "label", StringType(), required=True),
+        NestedField(5, "value", StringType(), required=False, doc="the value as text"),
+        NestedField(6, "value_num", DoubleType(), required=False, doc="the value when it is a number, else null"),
+        NestedField(7, "meta", StringType(), required=False, doc="Event.meta as JSON"),
+    )
+    events_spec = PartitionSpec(
+        PartitionField(source_id=1, field_id=1000, transform=IdentityTransform(), name="stream_id"),
+        PartitionField(source_id=3, field_id=1001, transform=DayTransform(), name="t_day"),
+    )
+    return samples, samples_spec, events, events_spec
+
+
+# Catalog location ------------------------------------------------------------
+def _resolve_catalog_uri(uri: str) -> str:
+    """Make a relative ``sqlite:///path`` absolute (against the cwd) and create its folder."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return uri  # postgresql+psycopg://..., sqlite:// (memory), or already absolute elsewhere
+    path, sep, query = uri[len(prefix) :].partition("?")
+    if not path or path == ":memory:":
+        return uri
+    absolute = Path(path).expanduser()
+    if not absolute.is_absolute():
+        absolute = Path.cwd() / absolute
+    absolute.parent.mkdir(parents=True, exist_ok=True)
+    return f"{prefix}{absolute.resolve()}{sep}{query}"
+
+
+def _resolve_warehouse(warehouse: str) -> str:
+    """A plain or relative path, or ``file://relative``, becomes an absolute ``file://`` URI."""
+    if "://" in warehouse and not warehouse.startswith("file://"):
+        return warehouse  # s3://, gs://, ...
+    path = Path(warehouse.removeprefix("file://")).expanduser()
+    if not path.is_absolute():
+        path = Path.cwd() / path
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve().as_uri()
+
+
+def _load_catalog(catalog_name: str, catalog_uri: str, warehouse: str, properties: Mapping[str, str] | None):
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    return SqlCatalog(
+        catalog_name,
+        **{**dict(properties or {}), "uri": _resolve_catalog_uri(catalog_uri), "warehouse": _resolve_warehouse(warehouse)},
+    )
+
+
+def _split_table(table: str) -> tuple[str, str]:
+    namespace, dot, name = table.rpartition(".")
+    if not dot or not namespace or not name:
+        raise PipelineDefinitionError(
+            f"sinks.Iceberg: table={table!r} must be 'namespace.name', e.g. 'neuraflow.samples'."
+        )
+    return namespace, name
+
+
+# Committed seqs ----------------------------------------------------------------
+class _SeqRanges:
+    """A set of ints kept as sorted disjoint half-open ranges: tiny for contiguous ``seq`` runs."""
+
+    __slots__ = ("starts", "ends")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def __contains__(self, seq: int) -> bool:
+        i = bisect_right(self.starts, seq) - 1
+        return i >= 0 and seq < self.ends[i]
+
+    def __len__(self) -> int:  # number of ranges, not of seqs
+        return len(self.starts)
+
+    def add_range(self, start: int, end: int) -> None:
+        i = bisect_left(self.ends, start)  # first range ending at or after start (touching merges)
+        j = bisect_right(self.starts, end)  # ranges starting at or before end
+        if i < j:
+            start, end = min(start, self.starts[i]), max(end, self.ends[j - 1])
+        self.starts[i:j] = [start]
+        self.ends[i:j] = [end]
+
+    def add_sorted(self, seqs: np.ndarray) -> None:
+        """Add a sorted array of unique seqs, one ``add_range`` per contiguous run."""
+        if seqs.size == 0:
+            return
+        breaks = np.flatnonzero(np.diff(seqs) != 1) + 1
+        for run in np.split(seqs, breaks):
+            self.add_range(int(run[0]), int(run[-1]) + 1)
+
+
+# Arrow conversion ------------------------------------------------------------------
+def _json(meta: Mapping[str, Any]) -> str | None:
+    # default=str: a value JSON cannot hold (a numpy scalar, a path) is stored as its text.
+    return json.dumps(dict(meta), default=str, sort_keys=True) if meta else None
+
+
+def _micros(t_s: np.ndarray) -> pa.Array:
+    return pa.array(np.round(t_s * 1e6).astype(np.int64), pa.timestamp("us", tz="UTC"))
+
+
+def _chunks_to_arrow(chunks: Sequence[Chunk], schema: pa.Schema) -> pa.Table:
+    n = len(chunks)
+    infos: dict[int, int] = {}  # id(StreamInfo) -> row in `distinct`; chunks of a stream share one
+    distinct: list[StreamInfo] = []
+    info_rows = np.empty(n, np.int64)
+    for i, c in enumerate(chunks):
+        k = infos.get(id(c.info))
+        if k is None:
+            k = infos[id(c.info)] = len(distinct)
+            distinct.append(c.info)
+        info_rows[i] = k
+    take = pa.array(info_rows)
+
+    sizes = np.fromiter((c.data.nbytes for c in chunks), np.int64, n)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    payload = np.concatenate([c.data.ravel() for c in chunks]).astype("<f4", copy=False)
+    data = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(payload.view(np.uint8))]
+    )
+    t0_s = np.fromiter((c.t0_s for c in chunks), np.float64, n)
+    columns = {
+        "stream_id": pa.array([d.stream_id for d in distinct], pa.large_string()).take(take),
+        "seq": pa.array(np.fromiter((c.seq for c in chunks), np.int64, n)),
+        "t0_s": pa.array(t0_s),
+        "t0": _micros(t0_s),
+        "recv_s": pa.array(np.fromiter((c.recv_s for c in chunks), np.float64, n)),
+        "sfreq": pa.array([d.sfreq for d in distinct], pa.float64()).take(take),
+        "n_channels": pa.array(np.fromiter((c.data.shape[0] for c in chunks), np.int32, n)),
+        "n_samples": pa.array(np.fromiter((c.data.shape[1] for c in chunks), np.int32, n)),
+        "data": data,
+        "channels": pa.array([list(d.channels) for d in distinct], pa.large_list(pa.large_string())).take(take),
+        "ch_types": pa.array([list(d.ch_types) for d in distinct], pa.large_list(pa.large_string())).take(take),
+        "units": pa.array([list(d.units) for d in distinct], pa.large_list(pa.large_string())).take(take),
+        "stream_meta": pa.array([_json(d.meta) for d in distinct], pa.large_string()).take(take),
+        "meta": pa.array([_json(c.meta) for c in chunks], pa.large_string()),
+    }
+    return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
+
+
+def _events_to_arrow(events: Sequence[Event], schema: pa.Schema) -> pa.Table:
+    t_s = np.array([e.t_s for e in events], np.float64)
+    numeric = [isinstance(e.value, (int, float)) and not isinstance(e.value, bool) for e in events]
+    columns = {
+        "stream_id": pa.array([e.stream_id for e in events], pa.large_string()),
+        "t_s": pa.array(t_s),
+        "t": _micros(t_s),
+        "label": pa.array([str(e.label) for e in events], pa.large_string()),
+        "value": pa.array([repr(float(e.value)) if num else str(e.value) for e, num in zip(events, numeric)], pa.large_string()),
+        "value_num": pa.array([float(e.value) if num else None for e, num in zip(events, numeric)], pa.float64()),
+        "meta": pa.array([_json(e.meta) for e in events], pa.large_string()),
+    }
+    return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
+
+
+def _rows_to_chunks(table: pa.Table) -> list[Chunk]:
+    table = table.sort_by("seq")
+    cols = {name: table.column(name).to_pylist() for name in _SAMPLE_COLUMNS if name not in ("t0", "data")}
+    data = table.column("data")
+    infos: dict[tuple, StreamInfo] = {}
+    out: list[Chunk] = []
+    last_seq: int | None = None
+    row = 0
+    for piece in data.chunks:
+        for buf in piece.to_pylist():
+            seq = cols["seq"][row]
+            if seq != last_seq:  # a seq stored twice (two writers) reads back once
+                key = (cols["stream_id"][row], cols["sfreq"][row], tuple(cols["channels"][row]),
+                       tuple(cols["ch_types"][row]), tuple(cols["units"][row]), cols["stream_meta"][row])  # fmt: skip
+                info = infos.get(key)
+                if info is None:
+                    meta = json.loads(key[5]) if key[5] else None
+                    info = infos[key] = StreamInfo(key[0], key[1], key[2], key[3], key[4], meta)
+                shape = (cols["n_channels"][row], cols["n_samples"][row])
+                samples = np.frombuffer(buf, dtype="<f4").reshape(shape)
+                recv_s = cols["recv_s"][row]
+                meta = json.loads(cols["meta"][row]) if cols["meta"][row] else None
+                out.append(Chunk(samples, cols["t0_s"][row], info, seq, math.nan if recv_s is None else recv_s, meta))
+                last_seq = seq
+            row += 1
+    return out
+
+
+# The sink -----------------------------------------------------------------------
+class Iceberg:
+    """Archive chunks and events in Iceberg tables (the cold tier).
+
+    Parameters
+    ----------
+    table : str
+        ``"namespace.name"`` of the chunk table; events go to ``"<table>_events"``.
+        Namespace and tables are created at :meth:`open` when absent.
+    catalog_uri : str
+        SQLAlchemy URI of the SQL catalog. A relative ``sqlite:///path`` is
+        resolved against the working directory at :meth:`open`.
+    warehouse : str
+        Where data files go: a path (relative ones resolved at :meth:`open`),
+        ``file:///abs/path`` or ``s3://bucket/prefix``.
+    catalog_name : str
+        Name of the catalog inside the SQL database.
+    flush_every_s : float
+        :meth:`write_batch` commits by itself once this long has passed since the
+        last commit (the runtime also calls :meth:`flush` on its own schedule).
+    max_buffer_chunks : int
+        Bound on chunks held between commits. Reaching it forces a commit; if
+        that commit fails, further batches are refused with :class:`SinkError`.
+    catalog_properties : Mapping or None
+        Extra catalog properties (``s3.endpoint``, ``s3.access-key-id`` ...).
+
+    Notes
+    -----
+    Idempotent on ``(stream_id, seq)``: the seqs already committed are loaded
+    from the table at :meth:`open` (columns ``stream_id, seq`` only) and kept as
+    ranges, so a restarted sink drops re-sent chunks too; so are duplicates
+    inside the buffer. Counts are in :meth:`stats`. Events are appended as they
+    come (duplicates tolerated, per the protocol).
+
+    Crash semantics: what was buffered and not committed is lost with the
+    process; the runtime re-sends from its last acknowledged point. A failed
+    commit keeps the buffer and raises :class:`SinkError`; the next flush retries.
+
+    Examples
+    --------
+    >>> sink = Iceberg("eeg.raw", flush_every_s=10.0)   # doctest: +SKIP
+    >>> sink.open(); sink.write_batch(chunks); sink.close()   # doctest: +SKIP
+    >>> read_chunks(sink.catalog_uri, sink.warehouse, "eeg.raw", "eeg-0")   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        table: str = "neuraflow.samples",
+        *,
+        catalog_uri: str = DEFAULT_CATALOG_URI,
+        warehouse: str = DEFAULT_WAREHOUSE,
+        catalog_name: str = "neuraflow",
+        flush_every_s: float = 5.0,
+        max_buffer_chunks: int = 100_000,
+        catalog_properties: Mapping[str, str] | None = None,
+    ) -> None:
+        _split_table(table)
+        self.table = table
+        self.events_table = f"{table}_events"
+        self.catalog_uri = catalog_uri
+        self.warehouse = warehouse
+        self.catalog_name = catalog_name
+        self.flush_every_s = check_positive("sinks.Iceberg", "flush_every_s", flush_every_s, allow_zero=True)
+        self.max_buffer_chunks = check_int("sinks.Iceberg", "max_buffer_chunks", max_buffer_chunks)
+        self.catalog_properties = dict(catalog_properties or {})
+        self._reset_runtime_state()
+
+    def _reset_runtime_state(self) -> None:
+        self._lock = threading.RLock()
+        self._catalog = None
+        self._samples = None
+        self._events = None
+        self._buffer: list[Chunk] = []
+        self._event_buffer: list[Event] = []
+        self._pending: dict[str, set[int]] = {}
+        self._committed: dict[str, _SeqRanges] = {}
+        self._last_commit = time.monotonic()
+        self._stats = {"chunks_written": 0, "duplicates_dropped": 0, "commits": 0, "events_written": 0}
+        self._last_snapshot_id: int | None = None
+
+    # The sink travels to its actor pickled; the catalog (an SQLAlchemy engine) does not pickle.
+    def __getstate__(self) -> dict[str, Any]:
+        keep = ("table", "events_table", "catalog_uri", "warehouse", "catalog_name", "flush_every_s",
+                "max_buffer_chunks", "catalog_properties")  # fmt: skip
+        return {k: self.__dict__[k] for k in keep}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset_runtime_state()
+
+    def __repr__(self) -> str:
+        return f"Iceberg(table={self.table!r}, catalog_uri={self.catalog_uri!r}, warehouse={self.warehouse!r})"
+
+    # Sink protocol --------------------------------------------------------------
+    def open(self) -> None:
+        """Connect to the catalog, create namespace and tables if absent, load committed seqs."""
+        samples_schema, samples_spec, events_schema, events_spec = _schemas()
+        namespace, _ = _split_table(self.table)
+        with self._lock:
+            try:
+                catalog = _load_catalog(self.catalog_name, self.catalog_uri, self.warehouse, self.catalog_properties)
+                catalog.create_namespace_if_not_exists(namespace)
+                samples = catalog.create_table_if_not_exists(self.table, samples_schema, partition_spec=samples_spec)
+                events = catalog.create_table_if_not_exists(self.events_table, events_schema, partition_spec=events_spec)
+            except Exception as exc:
+                raise SinkError(
+                    f"sinks.Iceberg: cannot open table {self.table!r} in catalog {self.catalog_uri!r} "
+                    f"(warehouse {self.warehouse!r}): {exc}"
+                ) from exc
+            for tbl, expected in ((samples, _SAMPLE_COLUMNS), (events, _EVENT_COLUMNS)):
+                missing = sorted(set(expected) - set(tbl.schema().column_names))
+                if missing:
+                    raise SinkError(
+                        f"sinks.Iceberg: table {'.'.join(tbl.name())!r} exists without columns {missing}; "
+                        "it was not created by neuraflow: pick another table name."
+                    )
+            self._catalog, self._samples, self._events = catalog, samples, events
+            self._committed = self._load_committed(samples)
+            self._last_commit = time.monotonic()
+
+    def write_batch(self, chunks: Sequence[Chunk]) -> None:
+        """Buffer ``chunks`` not stored yet; commit when ``flush_every_s`` has passed or the buffer is full.
+
+        Raises
+        ------
+        SinkError
+            The sink is not open, or a commit failed (the accepted chunks stay
+            buffered; a full buffer refuses the batch).
+        """
+        with self._lock:
+            self._require_open()
+            if len(self._buffer) + len(chunks) > self.max_buffer_chunks and self._buffer:
+                try:
+                    self._commit()
+                except SinkError as exc:
+                    raise SinkError(
+                        f"sinks.Iceberg: buffer of table {self.table!r} is full ({len(self._buffer)} chunks, "
+                        f"max_buffer_chunks={self.max_buffer_chunks}) and committing it failed; "
+                        "batch refused, re-send it later."
+                    ) from exc
+            duplicates = 0
+            for chunk in chunks:
+                sid, seq = chunk.info.stream_id, chunk.seq
+                pending = self._pending.setdefault(sid, set())
+                committed = self._committed.get(sid)
+                if seq in pending or (committed is not None and seq in committed):
+                    duplicates += 1
+                    continue
+                pending.add(seq)
+                self._buffer.append(chunk)
+            self._stats["duplicates_dropped"] += duplicates
+            if len(self._buffer) >= self.max_buffer_chunks or self._due():
+                self._commit()
+
+    def write_events(self, events: Sequence[Event]) -> None:
+        """Buffer ``events``; they are committed with the next flush."""
+        with self._lock:
+            self._require_open()
+            self._event_buffer.extend(events)
+            if self._due():
+                self._commit()
+
+    def flush(self) -> None:
+        """Commit everything buffered: one append per table that has rows, none when empty."""
+        with self._lock:
+            self._require_open()
+            self._commit()
+
+    def close(self) -> None:
+        """Flush, then drop the catalog connection. Closing an unopened sink does nothing."""
+        with self._lock:
+            if self._samples is None:
+                return
+            self._commit()
+            catalog = self._catalog
+            self._catalog = self._samples = self._events = None
+            close = getattr(catalog, "close", None)
+            if callable(close):
+                close()
+
+    # Introspection ----------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """``chunks_written``, ``events_written``, ``duplicates_dropped``, ``commits``,
+        ``last_snapshot_id`` (of the chunk table) and ``buffered`` (chunks not committed)."""
+        with self._lock:
+            return {**self._stats, "last_snapshot_id": self._last_snapshot_id, "buffered": len(self._buffer)}
+
+    @property
+    def last_snapshot_id(self) -> int | None:
+        """Snapshot id of the chunk table after this sink's last commit (for time travel)."""
+        return self._last_snapshot_id
+
+    def read_chunks(self, stream_id: str, *, snapshot_id: int | None = None) -> list[Chunk]:
+        """:func:`read_chunks` on this sink's catalog and table (committed rows only)."""
+        return read_chunks(self.catalog_uri, self.warehouse, self.table, stream_id,
+                           catalog_name=self.catalog_name, snapshot_id=snapshot_id,
+                           catalog_properties=self.catalog_properties)  # fmt: skip
+
+    def read_events(self, stream_id: str | None = None, *, snapshot_id: int | None = None) -> list[Event]:
+        """:func:`read_events` on this sink's catalog and table (committed rows only)."""
+        return read_events(self.catalog_uri, self.warehouse, self.table, stream_id,
+                           catalog_name=self.catalog_name, snapshot_id=snapshot_id,
+                           catalog_properties=self.catalog_properties)  # fmt: skip
+
+    # Internals ----------------------------------------------------------------------
+    def _require_open(self) -> None:
+        if self._samples is None:
+            raise SinkError(f"sinks.Iceberg: table {self.table!r} is not open; call open() first.")
+
+    def _due(self) -> bool:
+        return time.monotonic() - self._last_commit >= self.flush_every_s
+
+    @staticmethod
+    def _load_committed(samples) -> dict[str, _SeqRanges]:
+        if samples.current_snapshot() is None:
+            return {}
+        keys = samples.scan(selected_fields=("stream_id", "seq")).to_arrow()
+        committed: dict[str, _SeqRanges] = {}
+        if keys.num_rows == 0:
+            return committed
+        keys = keys.group_by("stream_id").aggregate([("seq", "list")])
+        for sid, seqs in zip(keys.column("stream_id").to_pylist(), keys.column("seq_list").to_numpy(zero_copy_only=False)):
+            ranges = committed[sid] = _SeqRanges()
+            ranges.add_sorted(np.unique(np.asarray(seqs, np.int64)))
+        return committed
+
+    def _commit(self) -> None:
+        """Append the buffers; on failure keep them and raise SinkError naming table and cause."""
+        if self._buffer:
+            rows = _chunks_to_arrow(self._buffer, self._samples.schema().as_arrow())
+            self._samples = self._append(self._samples, self.table, rows)
+            self._last_snapshot_id = self._samples.current_snapshot().snapshot_id
+            for sid, seqs in self._pending.items():
+                if seqs:
+                    self._committed.setdefault(sid, _SeqRanges()).add_sorted(np.array(sorted(seqs), np.int64))
+            self._stats["chunks_written"] += len(self._buffer)
+            self._stats["commits"] += 1
+            self._buffer = []
+            self._pending = {}
+        if self._event_buffer:
+            rows = _events_to_arrow(self._event_buffer, self._events.schema().as_arrow())
+            self._events = self._append(self._events, self.events_table, rows)
+            self._stats["events_written"] += len(self._event_buffer)
+            self._event_buffer = []
+        self._last_commit = time.monotonic()
+
+    def _append(self, table, name: str, rows: pa.Table):
+        from pyiceberg.exceptions import CommitFailedException
+
+        try:
+            try:
+                table.append(rows)
+            except CommitFailedException:
+                # Another writer committed first: reload the metadata and try once more.
+                table = self._catalog.load_table(name)
+                table.append(rows)
+        except Exception as exc:
+            try:
+                table = self._catalog.load_table(name)  # drop any half-applied local metadata
+            except Exception:  # noqa: BLE001 - the append error below is the one to report
+                pass
+            raise SinkError(
+                f"sinks.Iceberg: commit of {rows.num_rows} rows to table {name!r} failed "
+                f"({type(exc).__name__}: {exc}); the rows stay buffered and the next flush retries."
+            ) from exc
+        return table
+
+
+# Reading back ------------------------------------------------------------------------
+def _scan(
+    catalog_uri: str, warehouse: str, table: str, stream_id: str | None, catalog_name: str,
+    snapshot_id: int | None, catalog_properties: Mapping[str, str] | None,
+) -> pa.Table:  # fmt: skip
+    from pyiceberg.exceptions import NoSuchTableError
+    from pyiceberg.expressions import AlwaysTrue, EqualTo
+
+    _split_table(table)
+    catalog = _load_catalog(catalog_name, catalog_uri, warehouse, catalog_properties)
+    try:
+        tbl = catalog.load_table(table)
+    except NoSuchTableError as exc:
+        raise SinkError(f"sinks.Iceberg: no table {table!r} in catalog {catalog_uri!r}.") from exc
+    row_filter = AlwaysTrue() if stream_id is None else EqualTo("stream_id", stream_id)
+    return tbl.scan(row_filter=row_filter, snapshot_id=snapshot_id).to_arrow()
+
+
+def read_chunks(
+    catalog_uri: str,
+    warehouse: str,
+    table: str,
+    stream_id: str,
+    *,
+    catalog_name: str = "neuraflow",
+    snapshot_id: int | None = None,
+    catalog_properties: Mapping[str, str] | None = None,
+) -> list[Chunk]:
+    """Read the chunks of ``stream_id`` from an :class:`Iceberg` table.
+
+    Parameters
+    ----------
+    catalog_uri, warehouse, table, catalog_name, catalog_properties
+        As given to :class:`Iceberg`.
+    stream_id : str
+        The stream to read (pushed down as a row filter: other partitions are skipped).
+    snapshot_id : int or None
+        Read the table as of this snapshot (time travel); ``None`` is the current one.
+
+    Returns
+    -------
+    list of Chunk
+        In ``seq`` order, bit-exact float32 data, with their :class:`StreamInfo`
+        rebuilt (chunks with the same description share one object).
+
+    Raises
+    ------
+    SinkError
+        The table does not exist.
+    """
+    return _rows_to_chunks(_scan(catalog_uri, warehouse, table, stream_id, catalog_name, snapshot_id, catalog_properties))
+
+
+def read_events(
+    catalog_uri: str,
+    warehouse: str,
+    table: str,
+    stream_id: str | None = None,
+    *,
+    catalog_name: str = "neuraflow",
+    snapshot_id: int | None = None,
+    catalog_properties: Mapping[str, str] | None = None,
+) -> list[Event]:
+    """Read the events stored by an :class:`Iceberg` sink whose chunk table is ``table``.
+
+    Events live in ``"<table>_events"``; ``snapshot_id`` refers to that table.
+    Returns them sorted by ``t_s`` (all streams, or only ``stream_id``); a numeric
+    value reads back as ``float``, any other as ``str``.
+    """
+    rows = _scan(catalog_uri, warehouse, f"{table}_events", stream_id, catalog_name, snapshot_id, catalog_properties)
+    rows = rows.sort_by("t_s")
+    cols = {name: rows.column(name).to_pylist() for name in ("stream_id", "t_s", "label", "value", "value_num", "meta")}
+    return [
+        Event(sid, t_s, label, value if num is None else num, json.loads(meta) if meta else None)
+        for sid, t_s, label, value, num, meta in zip(
+            cols["stream_id"], cols["t_s"], cols["label"], cols["value"], cols["value_num"], cols["meta"]
+        )
+    ]

@@ -1,0 +1,324 @@
+"""The Iceberg sink on an embedded SQLite catalog and a local warehouse under tmp_path."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+from pyiceberg.table import Table
+
+from neuraflow.chunk import Chunk, Event, StreamInfo
+from neuraflow.errors import PipelineDefinitionError, SinkError
+from neuraflow.sinks import Iceberg, Sink, read_chunks, read_events
+from neuraflow.sinks.iceberg import _load_catalog, _SeqRanges
+from neuraflow.testing import chunks_from_array, make_info, random_chunking
+
+T0 = 1_700_000_000.0
+TABLE = "nf.samples"
+
+
+@pytest.fixture
+def where(tmp_path):
+    return {"catalog_uri": f"sqlite:///{tmp_path}/catalog.db", "warehouse": f"file://{tmp_path}/warehouse"}
+
+
+@pytest.fixture
+def make_sink(where):
+    opened: list[Iceberg] = []
+
+    def make(**kwargs) -> Iceberg:
+        sink = Iceberg(TABLE, **{"flush_every_s": 1e9, **where, **kwargs})
+        sink.open()
+        opened.append(sink)
+        return sink
+
+    yield make
+    for sink in opened:
+        sink._buffer.clear()  # tests that leave a failed buffer behind must not flush at teardown
+        sink._event_buffer.clear()
+        sink.close()
+
+
+def stream(stream_id: str, n_chunks: int, *, n_channels: int = 4, size: int = 8, seed: int = 0, start_seq: int = 0):
+    info = make_info(n_channels, 250.0, stream_id=stream_id)
+    data = np.random.default_rng(seed).standard_normal((n_channels, n_chunks * size)).astype(np.float32)
+    chunks = chunks_from_array(data, info, [size] * n_chunks, t0_s=T0)
+    return [c.replace(seq=c.seq + start_seq) for c in chunks]
+
+
+def read(where, stream_id, **kwargs):
+    return read_chunks(where["catalog_uri"], where["warehouse"], TABLE, stream_id, **kwargs)
+
+
+def assert_same_chunks(got, expected):
+    assert [c.seq for c in got] == [c.seq for c in expected]
+    for g, e in zip(got, expected):
+        assert g.data.dtype == np.float32 and g.data.shape == e.data.shape
+        assert np.array_equal(g.data.view(np.uint32), e.data.view(np.uint32))  # bit-exact
+        assert g.t0_s == e.t0_s and g.info == e.info
+        assert g.recv_s == e.recv_s or (math.isnan(g.recv_s) and math.isnan(e.recv_s))
+        assert dict(g.meta) == dict(e.meta)
+
+
+def n_snapshots(where, table=TABLE) -> int:
+    catalog = _load_catalog("neuraflow", where["catalog_uri"], where["warehouse"], None)
+    return len(catalog.load_table(table).snapshots())
+
+
+# --------------------------------------------------------------------------------
+def test_is_a_sink_and_validates_parameters():
+    assert isinstance(Iceberg(), Sink)
+    with pytest.raises(PipelineDefinitionError, match="namespace.name"):
+        Iceberg("samples")
+    with pytest.raises(PipelineDefinitionError, match="flush_every_s"):
+        Iceberg(flush_every_s=-1)
+    with pytest.raises(PipelineDefinitionError, match="max_buffer_chunks"):
+        Iceberg(max_buffer_chunks=0)
+
+
+def test_write_before_open_raises():
+    with pytest.raises(SinkError, match="not open"):
+        Iceberg().write_batch([])
+
+
+def test_two_streams_round_trip_bit_exact(make_sink, where, rng):
+    info_a = make_info(8, 500.0, stream_id="eeg-0")
+    data_a = rng.standard_normal((8, 3000)).astype(np.float32)
+    data_a[0, :4] = [np.nan, np.inf, -0.0, 1e-45]  # special values survive
+    a = chunks_from_array(data_a, info_a, random_chunking(3000, rng), t0_s=T0)
+    b = stream("eeg-0/bandpower", 40, n_channels=2, size=1)
+    sink = make_sink()
+    sink.write_batch(sorted(a + b, key=lambda c: c.t0_s))  # streams interleaved in one batch
+    assert read(where, "eeg-0") == []  # nothing committed before flush
+    sink.flush()
+    assert sink.stats()["commits"] == 1 and sink.stats()["chunks_written"] == len(a) + len(b)
+    assert_same_chunks(read(where, "eeg-0"), a)
+    assert_same_chunks(read(where, "eeg-0/bandpower"), b)
+    got = read(where, "eeg-0")
+    assert all(c.info is got[0].info for c in got)  # one StreamInfo per stream, shared
+    np.testing.assert_array_equal(np.concatenate([c.data for c in got], axis=1), data_a)
+
+
+def test_table_layout_partitions_by_stream_and_day(make_sink, where):
+    make_sink()
+    catalog = _load_catalog("neuraflow", where["catalog_uri"], where["warehouse"], None)
+    for name, time_col in ((TABLE, "t0"), (f"{TABLE}_events", "t")):
+        table = catalog.load_table(name)
+        fields = {(table.schema().find_column_name(f.source_id), str(f.transform)) for f in table.spec().fields}
+        assert fields == {("stream_id", "identity"), (time_col, "day")}
+
+
+def test_metadata_round_trip(make_sink, where):
+    info = StreamInfo(
+        "emg",
+        1000.0,
+        ("FDS", "EDC", "trig"),
+        ("emg", "emg", "stim"),
+        ("uV", "uV", ""),
+        {"device": "Delsys", "serial": 42, "scale": [0.5, 2.0]},
+    )
+    chunks = [
+        Chunk(np.ones((3, 5)), T0, info, seq=0, recv_s=T0 + 0.01, meta={"gain": 12, "ok": True}),
+        Chunk(np.zeros((3, 5)), T0 + 0.005, info, seq=1),  # recv_s nan, no meta
+        Chunk(np.zeros((3, 0)), T0 + 0.01, info, seq=2, recv_s=T0),  # an empty chunk
+    ]
+    sink = make_sink()
+    sink.write_batch(chunks)
+    sink.close()
+    got = read(where, "emg")
+    assert_same_chunks(got, chunks)
+    assert got[0].info.meta == {"device": "Delsys", "serial": 42, "scale": [0.5, 2.0]}
+    assert got[0].meta == {"gain": 12, "ok": True} and got[1].meta == {}
+
+
+def test_duplicates_across_flushes_and_inside_a_batch(make_sink, where):
+    chunks = stream("eeg", 20)
+    sink = make_sink()
+    sink.write_batch(chunks[:10] + chunks[5:10])  # duplicates inside the buffer
+    sink.flush()
+    sink.write_batch(chunks[8:15])  # 8, 9 already committed
+    sink.flush()
+    sink.write_batch(chunks)
+    sink.flush()
+    stats = sink.stats()
+    assert stats["chunks_written"] == 20 and stats["duplicates_dropped"] == 5 + 2 + 15
+    assert stats["commits"] == 3
+    assert_same_chunks(read(where, "eeg"), chunks)
+
+
+def test_reopened_sink_drops_what_is_already_stored(make_sink, where):
+    chunks = stream("eeg", 30)
+    first = make_sink()
+    first.write_batch(chunks[:10] + chunks[20:])  # a gap 10..19
+    first.close()
+    again = make_sink()
+    again.write_batch(chunks)
+    again.flush()
+    assert again.stats()["duplicates_dropped"] == 20 and again.stats()["chunks_written"] == 10
+    again.write_batch(chunks[3:7])
+    again.flush()  # nothing new: no commit
+    assert again.stats()["commits"] == 1
+    assert n_snapshots(where) == 2
+    assert_same_chunks(read(where, "eeg"), chunks)
+
+
+def test_out_of_order_batch(make_sink, where):
+    chunks = stream("eeg", 12)
+    sink = make_sink()
+    order = [5, 3, 11, 0, 4, 1, 2, 10, 6, 9, 8, 7]
+    sink.write_batch([chunks[i] for i in order[:6]])
+    sink.flush()
+    sink.write_batch([chunks[i] for i in order[6:]])
+    sink.flush()
+    assert_same_chunks(read(where, "eeg"), chunks)
+
+
+def test_empty_batch_makes_no_commit(make_sink, where):
+    sink = make_sink()
+    sink.write_batch([])
+    sink.write_events([])
+    sink.flush()
+    sink.close()
+    assert sink.stats()["commits"] == 0 and sink.last_snapshot_id is None
+    assert n_snapshots(where) == 0 and read(where, "eeg") == []
+
+
+def test_large_batch_commits_once(make_sink, where):
+    chunks = stream("eeg", 5000, n_channels=64, size=32)
+    sink = make_sink()
+    sink.write_batch(chunks)
+    assert sink.stats()["buffered"] == 5000
+    sink.flush()
+    assert sink.stats()["commits"] == 1 and n_snapshots(where) == 1
+    assert_same_chunks(read(where, "eeg"), chunks)
+
+
+def test_write_batch_commits_when_flush_every_s_elapsed(make_sink, where):
+    sink = make_sink(flush_every_s=0.0)
+    sink.write_batch(stream("eeg", 3))
+    sink.write_batch(stream("eeg", 3, start_seq=3))
+    assert sink.stats()["commits"] == 2 and sink.stats()["buffered"] == 0
+    assert len(read(where, "eeg")) == 6
+
+
+def test_full_buffer_commits(make_sink, where):
+    sink = make_sink(max_buffer_chunks=10)
+    sink.write_batch(stream("eeg", 10))
+    assert sink.stats()["commits"] == 1 and sink.stats()["buffered"] == 0
+
+
+def test_failed_commit_keeps_the_buffer_and_names_the_table(make_sink, where, monkeypatch):
+    chunks = stream("eeg", 10)
+    sink = make_sink()
+    sink.write_batch(chunks[:6])
+
+    def broken(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Table, "append", broken)
+        with pytest.raises(SinkError, match=r"nf\.samples.*disk full") as info:
+            sink.flush()
+        assert isinstance(info.value.__cause__, OSError)
+        assert sink.stats()["buffered"] == 6 and sink.stats()["commits"] == 0
+        sink.write_batch(chunks[4:])  # retried + new: still deduped against the buffer
+        assert sink.stats()["buffered"] == 10
+    sink.flush()  # the next flush succeeds and nothing accepted was lost
+    assert sink.stats()["commits"] == 1
+    assert_same_chunks(read(where, "eeg"), chunks)
+
+
+def test_full_buffer_and_failing_commit_refuses_the_batch(make_sink, where, monkeypatch):
+    chunks = stream("eeg", 20)
+    sink = make_sink(max_buffer_chunks=10)
+    sink.write_batch(chunks[:6])
+    with monkeypatch.context() as patch:
+        patch.setattr(Table, "append", lambda self, *a, **k: (_ for _ in ()).throw(OSError("no space")))
+        with pytest.raises(SinkError, match="full") as info:
+            sink.write_batch(chunks[6:12])
+        assert isinstance(info.value.__cause__, SinkError)
+        assert sink.stats()["buffered"] == 6
+    sink.write_batch(chunks[6:12])  # the runtime re-sends the refused batch
+    sink.write_batch(chunks[12:])
+    sink.flush()
+    assert_same_chunks(read(where, "eeg"), chunks)
+
+
+def test_events_round_trip(make_sink, where):
+    events = [
+        Event("markers", T0 + 2.0, "T1", 1.0),
+        Event("markers", T0 + 1.0, "start", "block A", {"trial": 3}),
+        Event("eeg", T0 + 1.5, "gap", 0.25, {"expected_seq": 10, "got_seq": 12}),
+    ]
+    sink = make_sink()
+    sink.write_events(events)
+    sink.close()
+    got = read_events(where["catalog_uri"], where["warehouse"], TABLE)
+    assert [(e.stream_id, e.t_s, e.label, e.value, dict(e.meta)) for e in got] == [
+        ("markers", T0 + 1.0, "start", "block A", {"trial": 3}),
+        ("eeg", T0 + 1.5, "gap", 0.25, {"expected_seq": 10, "got_seq": 12}),
+        ("markers", T0 + 2.0, "T1", 1.0, {}),
+    ]
+    assert isinstance(got[2].value, float)
+    assert [e.label for e in sink.read_events("markers")] == ["start", "T1"]
+
+
+def test_time_travel_with_snapshot_ids(make_sink, where):
+    chunks = stream("eeg", 10)
+    sink = make_sink()
+    sink.write_batch(chunks[:4])
+    sink.flush()
+    first = sink.stats()["last_snapshot_id"]
+    sink.write_batch(chunks[4:])
+    sink.flush()
+    second = sink.last_snapshot_id
+    assert first is not None and second != first
+    assert_same_chunks(read(where, "eeg", snapshot_id=first), chunks[:4])
+    assert_same_chunks(read(where, "eeg", snapshot_id=second), chunks)
+    assert_same_chunks(sink.read_chunks("eeg"), chunks)
+
+
+def test_relative_paths_resolve_against_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sink = Iceberg()  # sqlite:///var/warehouse/catalog.db, var/warehouse
+    sink.open()
+    sink.write_batch(stream("eeg", 2))
+    sink.close()
+    assert (tmp_path / "var" / "warehouse" / "catalog.db").is_file()
+    assert list((tmp_path / "var" / "warehouse").rglob("*.parquet"))
+    assert len(sink.read_chunks("eeg")) == 2
+
+
+def test_pickles_without_its_connection(make_sink, where):
+    sink = make_sink()
+    sink.write_batch(stream("eeg", 3))
+    sink.flush()
+    clone = pickle.loads(pickle.dumps(sink))
+    with pytest.raises(SinkError, match="not open"):
+        clone.flush()
+    clone.open()
+    clone.write_batch(stream("eeg", 5))
+    clone.close()
+    assert clone.stats()["duplicates_dropped"] == 3
+    assert [c.seq for c in read(where, "eeg")] == [0, 1, 2, 3, 4]
+
+
+def test_reading_a_missing_table_raises(where):
+    with pytest.raises(SinkError, match="no table"):
+        read_chunks(where["catalog_uri"], where["warehouse"], "nf.nothing", "eeg")
+
+
+def test_seq_ranges_match_a_set(rng):
+    ranges, reference = _SeqRanges(), set()
+    for _ in range(300):
+        start = int(rng.integers(0, 200))
+        end = start + int(rng.integers(1, 6))
+        ranges.add_range(start, end)
+        reference.update(range(start, end))
+    assert all((s in ranges) == (s in reference) for s in range(-5, 220))
+    assert all(e < s for s, e in zip(ranges.starts[1:], ranges.ends))  # disjoint, not touching
+    bulk = _SeqRanges()
+    bulk.add_sorted(np.array(sorted(reference)))
+    assert (bulk.starts, bulk.ends) == (ranges.starts, ranges.ends)
