@@ -296,9 +296,8 @@ class FilePlayback(DeviceBase):
         pending, i = self._pending, self._next_event
         while i < len(pending) and pending[i][0] < stop:
             sample, label, duration = pending[i]
-            self._events.append(
-                Event(self.stream_id, self._t0 + sample / self.info.sfreq, label, duration, meta={"sample_index": sample})
-            )
+            t_s = self._t0 + sample / self.info.sfreq
+            self._events.append(Event(self.stream_id, t_s, label, duration, meta={"sample_index": sample}))
             i += 1
         self._next_event = i
 

@@ -69,8 +69,8 @@ MARKER_PERIOD_S = 4.0
 MARKER_DURATION_S = 3.0
 """Trial duration carried as the ``value`` of marker events, seconds."""
 _MIN_BLOCK = 1024
-_MAX_BLOCK = 1 << 16
-_CACHE_BLOCKS = 3
+_MAX_BLOCK = 1 << 15
+_CACHE_BLOCKS = 2
 
 
 def channel_names(n_channels: int) -> tuple[str, ...]:
@@ -279,7 +279,7 @@ class Synthetic(DeviceBase):
             units=("V",) * self.n_channels,
             meta={"device": "synthetic", "seed": self.seed},
         )
-        # ~8 s per block, a power of two in [1024, 65536]; cross-fade over 1/8 of it.
+        # ~8 s per block, a power of two in [1024, 32768]; cross-fade over 1/8 of it.
         self.block_size = int(min(_MAX_BLOCK, max(_MIN_BLOCK, 1 << math.ceil(math.log2(8.0 * self.sfreq)))))
         self._fade = self.block_size // 8
         self._reset_runtime()
@@ -589,7 +589,8 @@ class Synthetic(DeviceBase):
     def _marker_event(self, k: int, onset: int) -> Event:
         t0 = self._t0 if self._t0 is not None else (self.start_s or 0.0)
         label = "T1" if _hash01(self.seed, 6, k) < 0.5 else "T2"
-        return Event(self.info.stream_id, t0 + onset / self.sfreq, label, MARKER_DURATION_S, meta={"sample_index": onset})
+        t_s = t0 + onset / self.sfreq
+        return Event(self.info.stream_id, t_s, label, MARKER_DURATION_S, meta={"sample_index": onset})
 
     def _marker_events(self, start: int, stop: int) -> list[Event]:
         first = max(0, int(math.floor(start / (MARKER_PERIOD_S * self.sfreq))) - 2)

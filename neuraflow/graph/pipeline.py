@@ -9,7 +9,7 @@ Examples
 >>> p = Pipeline("demo")
 >>> eeg = p.source("eeg", devices.Synthetic(stream_id="eeg-0", n_channels=8, sfreq=250.0))
 >>> clean = eeg.then("bandpass", ops.bandpass(l_freq=1.0, h_freq=40.0))
->>> clean.to("hot", sinks.HotBuffer(seconds=10.0))
+>>> _ = clean.to("hot", sinks.HotBuffer(seconds=10.0))
 >>> plan = p.build()
 >>> list(plan.nodes)
 ['eeg', 'bandpass', 'hot']

@@ -29,6 +29,8 @@ class _LazyEngine:
         self._engine = None
 
     def __getattr__(self, name: str):
+        if name.startswith("_"):  # pickling probes dunders before __init__ ran
+            raise AttributeError(name)
         if self._engine is None:
             from neuraflow.runtime.executor import Engine
 

@@ -110,13 +110,15 @@ def test_realtime_pacing(eegmmidb_edf):
     assert dev.read(0.0) is None
     assert dev.position == 0
 
-    start = time.time() - 0.5  # 80 samples = 5 chunks are due
-    dev = FilePlayback(eegmmidb_edf, chunk_size=16, start_s=start)
+    # 10 s chunks, 5 of them due: the 6th stays 10 s away, however slow open() is.
+    start = time.time() - 50.0
+    dev = FilePlayback(eegmmidb_edf, chunk_size=1600, start_s=start)
     dev.open()
     chunks = [dev.read(0.0) for _ in range(5)]
-    assert [c.t0_s for c in chunks] == pytest.approx([start + 0.1 * k for k in range(5)])
+    assert [c.t0_s for c in chunks] == pytest.approx([start + 10.0 * k for k in range(5)])
     assert dev.read(0.0) is None
-    assert dev.next_ready_s() == pytest.approx(start + 0.6)
+    assert dev.position == 5 * 1600
+    assert dev.next_ready_s() == pytest.approx(start + 60.0)
 
 
 def test_realtime_default_clock_starts_at_open(eegmmidb_edf):
