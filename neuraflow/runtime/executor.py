@@ -43,8 +43,12 @@ def connect(settings: NeuraflowSettings) -> None:
     kwargs: dict[str, Any] = {"namespace": settings.ray.namespace, "include_dashboard": settings.ray.dashboard}
     if settings.ray.address:
         kwargs["address"] = settings.ray.address
-    elif settings.ray.num_cpus is not None:
-        kwargs["num_cpus"] = settings.ray.num_cpus
+    else:
+        # "local": always a fresh instance; without it ray.init() joins any cluster that
+        # `ray start` left on this host (its address is in /tmp/ray/ray_current_cluster).
+        kwargs["address"] = "local"
+        if settings.ray.num_cpus is not None:
+            kwargs["num_cpus"] = settings.ray.num_cpus
     ray.init(**kwargs)
 
 

@@ -13,7 +13,6 @@ and catalog update each), so :class:`Iceberg` buffers and commits one append per
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from bisect import bisect_left, bisect_right
@@ -233,31 +232,69 @@ def _events_to_arrow(events: Sequence[Event], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
 
 
+def _codes(column: pa.ChunkedArray) -> np.ndarray:
+    """One int per row, equal for equal values (lists compared through their joined text)."""
+    import pyarrow.compute as pc
+
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        column = column.cast(pa.large_list(pa.large_string()))  # a non-null element field has no kernel
+        column = pc.binary_join(column, pa.scalar("\x00", pa.large_string()))
+    if column.null_count:
+        column = pc.fill_null(column, pa.scalar("\x00null", column.type))
+    return column.combine_chunks().dictionary_encode().indices.to_numpy(zero_copy_only=False)
+
+
+def _payloads(column: pa.ChunkedArray) -> list[tuple[pa.Buffer, int, int]]:
+    """(buffer, byte offset, byte length) of every row of a binary column, without copying."""
+    out: list[tuple[pa.Buffer, int, int]] = []
+    for piece in column.chunks:
+        if len(piece) == 0:
+            continue
+        _, offsets_buf, data_buf = piece.buffers()
+        dtype = np.int64 if pa.types.is_large_binary(piece.type) else np.int32
+        offsets = np.frombuffer(offsets_buf, dtype)[piece.offset : piece.offset + len(piece) + 1]
+        out.extend((data_buf, int(a), int(b - a)) for a, b in zip(offsets[:-1], offsets[1:]))
+    return out
+
+
 def _rows_to_chunks(table: pa.Table) -> list[Chunk]:
-    table = table.sort_by("seq")
-    cols = {name: table.column(name).to_pylist() for name in _SAMPLE_COLUMNS if name not in ("t0", "data")}
-    data = table.column("data")
-    infos: dict[tuple, StreamInfo] = {}
+    """Rebuild chunks in seq order. Data arrays are zero-copy read-only views of the Arrow buffers."""
+    if table.num_rows == 0:
+        return []
+    seq = table.column("seq").to_numpy()
+    order = np.argsort(seq, kind="stable")  # sort indices, not the table: no copy of the payload
+    info_columns = ("stream_id", "sfreq", "channels", "ch_types", "units", "stream_meta")
+    keys = np.stack([_codes(table.column(name)) for name in info_columns], axis=1)
+    distinct, info_of_row = np.unique(keys, axis=0, return_inverse=True)
+    info_of_row = info_of_row.reshape(-1)  # numpy 2.0.0 returned it 2-D
+    infos: list[StreamInfo] = []
+    for k in range(len(distinct)):
+        (row,) = table.slice(int(np.argmax(info_of_row == k)), 1).select(info_columns).to_pylist()
+        meta = json.loads(row["stream_meta"]) if row["stream_meta"] else None
+        infos.append(StreamInfo(row["stream_id"], row["sfreq"], row["channels"], row["ch_types"], row["units"], meta))
+    t0_s = table.column("t0_s").to_numpy()
+    recv_s = table.column("recv_s").to_numpy(zero_copy_only=False)  # null reads as nan
+    n_channels = table.column("n_channels").to_numpy()
+    n_samples = table.column("n_samples").to_numpy()
+    metas = table.column("meta").to_pylist()
+    payloads = _payloads(table.column("data"))
     out: list[Chunk] = []
     last_seq: int | None = None
-    row = 0
-    for piece in data.chunks:
-        for buf in piece.to_pylist():
-            seq = cols["seq"][row]
-            if seq != last_seq:  # a seq stored twice (two writers) reads back once
-                key = (cols["stream_id"][row], cols["sfreq"][row], tuple(cols["channels"][row]),
-                       tuple(cols["ch_types"][row]), tuple(cols["units"][row]), cols["stream_meta"][row])  # fmt: skip
-                info = infos.get(key)
-                if info is None:
-                    meta = json.loads(key[5]) if key[5] else None
-                    info = infos[key] = StreamInfo(key[0], key[1], key[2], key[3], key[4], meta)
-                shape = (cols["n_channels"][row], cols["n_samples"][row])
-                samples = np.frombuffer(buf, dtype="<f4").reshape(shape)
-                recv_s = cols["recv_s"][row]
-                meta = json.loads(cols["meta"][row]) if cols["meta"][row] else None
-                out.append(Chunk(samples, cols["t0_s"][row], info, seq, math.nan if recv_s is None else recv_s, meta))
-                last_seq = seq
-            row += 1
+    for i in order:
+        s = int(seq[i])
+        if s == last_seq:  # a seq stored twice (two writers) reads back once
+            continue
+        buf, offset, nbytes = payloads[i]
+        shape = (int(n_channels[i]), int(n_samples[i]))
+        if nbytes != 4 * shape[0] * shape[1]:
+            raise SinkError(f"sinks.Iceberg: row seq={s} holds {nbytes} data bytes, expected float32 of shape {shape}.")
+        if nbytes == 0:
+            samples = np.empty(shape, np.float32)  # an empty chunk may have no data buffer at all
+        else:
+            samples = np.frombuffer(buf, dtype="<f4", count=shape[0] * shape[1], offset=offset).reshape(shape)
+        meta = json.loads(metas[i]) if metas[i] else None
+        out.append(Chunk(samples, float(t0_s[i]), infos[info_of_row[i]], s, float(recv_s[i]), meta))
+        last_seq = s
     return out
 
 

@@ -104,7 +104,6 @@ class HotBuffer:
         self._lock = threading.Lock()
         self._streams: dict[str, _StreamBuffer] = {}
         self._events: deque[Event] = deque(maxlen=self.max_events)
-        self._event_streams: set[str] = set()
         self.duplicates_dropped = 0
         self.late_dropped = 0
 
@@ -153,7 +152,6 @@ class HotBuffer:
         """Keep ``events``; the oldest are dropped beyond ``max_events``."""
         with self._lock:
             self._events.extend(events)
-            self._event_streams.update(e.stream_id for e in events)
 
     def flush(self) -> None:
         """Nothing to make durable: a hot buffer is memory only."""
@@ -254,14 +252,9 @@ class HotBuffer:
     def events(self, stream_id: str | None = None, since_s: float | None = None) -> list[Event]:
         """Buffered events, oldest first, optionally of one stream and at or after ``since_s``.
 
-        Raises
-        ------
-        KeyError
-            ``stream_id`` is given but no chunk or event of it was ever written.
+        Events are sparse, so a stream with none (or never seen) gives ``[]``, not KeyError.
         """
         with self._lock:
-            if stream_id is not None and stream_id not in self._streams and stream_id not in self._event_streams:
-                raise KeyError(f"HotBuffer: unknown stream {stream_id!r}")
             return _select_events(self._events, stream_id, since_s)
 
 

@@ -19,7 +19,7 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, namespace="neuraflow-test", include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, namespace="neuraflow-test", include_dashboard=False, log_to_driver=False)
     yield ray
 
 
