@@ -37,7 +37,7 @@ def _fmt(value: float, unit: str = "") -> str:
 
 def live_line(metrics: dict[str, Any], n_channels: dict[str, int], window: dict[str, float]) -> str:
     """One status line: chunks/s, channel-samples/s, p50/p99 latency, drops (since last line)."""
-    total = metrics["total"]
+    total, recent = metrics["total"], metrics["recent"]
     ch_samples = sum(st["samples"] * n_channels.get(sid, 1) for sid, st in metrics["streams"].items())
     now = time.monotonic()
     dt = max(now - window.get("t", now - 1.0), 1e-6)
@@ -45,10 +45,18 @@ def live_line(metrics: dict[str, Any], n_channels: dict[str, int], window: dict[
     rate_cs = (ch_samples - window.get("cs", 0)) / dt
     window.update(t=now, chunks=total["chunks"], cs=ch_samples)
     return (
-        f"chunks/s {_fmt(rate_chunks)} | ch-samples/s {_fmt(rate_cs)} | latency p50 {_fmt(total['latency_p50_ms'], ' ms')}"
-        f" p99 {_fmt(total['latency_p99_ms'], ' ms')} | drops {total['drops']} shed {total['shed']}"
+        f"chunks/s {_fmt(rate_chunks)} | ch-samples/s {_fmt(rate_cs)} | latency (last {recent['window_s']:.0f} s)"
+        f" p50 {_fmt(recent['latency_p50_ms'], ' ms')} p99 {_fmt(recent['latency_p99_ms'], ' ms')} | drops {total['drops']} shed {total['shed']}"
         f" errors {total['errors']} reconnects {total['reconnects']}"
     )
+
+
+def _describe_sink(sink: Any) -> str:
+    if hasattr(sink, "table") and hasattr(sink, "warehouse"):
+        return f"Iceberg table {sink.table!r}, warehouse {sink.warehouse}, catalog {sink.catalog_uri}"
+    if hasattr(sink, "seconds"):
+        return f"{type(sink).__name__} (last {sink.seconds:g} s in memory; GET /streams/{{id}}/latest)"
+    return type(sink).__name__
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -58,18 +66,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     plan = load_plan(args.pipeline, settings)
     engine = Engine(settings)
-    handle = engine.start(plan, mode=args.mode)
     url = None
     if settings.serve.enabled and not args.no_serve:
         from neuraflow.serve.deployment import start_service
 
-        url = start_service(settings)
+        url = start_service(settings)  # first: its start-up would otherwise delay the first ticks
+    handle = engine.start(plan, mode=args.mode)
     n_channels = {i.stream_id: i.n_channels for infos in plan.stream_infos.values() for i in infos}
     print(f"pipeline {plan.name!r} running: {sum(len(s.devices) for s in plan.sources())} device(s), "
           f"steps {[s.name for s in plan.steps()]}")
     for sink in plan.sinks():
-        where = getattr(sink.sink, "describe", lambda: type(sink.sink).__name__)()
-        print(f"  sink {sink.name!r}: {where}")
+        print(f"  sink {sink.name!r}: {_describe_sink(sink.sink)}")
     if url:
         print(f"  HTTP: {url}/docs  {url}/streams  {url}/metrics")
         for exposure in plan.exposures():
@@ -102,11 +109,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from neuraflow.runtime.executor import Engine
 
     settings = _settings(args)
-    plan = load_plan(args.pipeline, settings)
-    sources = plan.sources()
-    source = args.source or sources[0].name
     device = FilePlayback(args.file, stream_id=args.stream_id, chunk_size=args.chunk_size, realtime=False)
-    plan = replace_devices(plan, source, [device])
+    if args.source:
+        plan = replace_devices(load_plan(args.pipeline, settings), args.source, [device])
+    else:
+        plan = load_plan(args.pipeline, settings, replace_first_source=[device])
     total = device.n_samples_total
     sfreq = device.info.sfreq
     engine = Engine(settings)

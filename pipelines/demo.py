@@ -35,7 +35,8 @@ def build(settings: NeuraflowSettings) -> Pipeline:
     power = clean.then("window", ops.sliding_window(length_s=1.0, step_s=0.25)).then(
         "bandpower", ops.log_band_power(BANDS)
     )
-    predictions = power.then("classify", ops.onnx_model(demo_classifier(demo.n_channels * len(BANDS))))
+    n_features = power.infos[0].n_channels  # follows the source's montage (also when replaying a file)
+    predictions = power.then("classify", ops.onnx_model(demo_classifier(n_features)))
 
     archive = sinks.Iceberg(
         table=storage.table,

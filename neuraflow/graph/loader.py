@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from neuraflow.devices.base import Device
 from neuraflow.errors import PipelineDefinitionError
-from neuraflow.graph.pipeline import Pipeline
+from neuraflow.graph.pipeline import SOURCE_OVERRIDE, Pipeline
 from neuraflow.graph.plan import LogicalPlan
 
 if TYPE_CHECKING:
     from neuraflow.config import NeuraflowSettings
 
 
-def load_plan(path: str | Path, settings: NeuraflowSettings) -> LogicalPlan:
+def load_plan(
+    path: str | Path, settings: NeuraflowSettings, *, replace_first_source: Sequence[Device] | None = None
+) -> LogicalPlan:
     """Import ``path``, call its ``build(settings)`` and return the validated plan.
+
+    ``replace_first_source`` (used by ``neuraflow replay``) substitutes the devices
+    of the pipeline's first source while ``build`` runs, so everything sized from
+    the source (channel counts, model widths) follows the replayed file.
 
     Raises
     ------
@@ -41,7 +49,11 @@ def load_plan(path: str | Path, settings: NeuraflowSettings) -> LogicalPlan:
     build = getattr(module, "build", None)
     if not callable(build):
         raise PipelineDefinitionError(f"pipeline file {str(path)!r} must define build(settings) -> Pipeline.")
-    pipeline = build(settings)
+    token = SOURCE_OVERRIDE.set(tuple(replace_first_source) if replace_first_source is not None else None)
+    try:
+        pipeline = build(settings)
+    finally:
+        SOURCE_OVERRIDE.reset(token)
     if not isinstance(pipeline, Pipeline):
         raise PipelineDefinitionError(
             f"pipeline file {str(path)!r}: build() returned {type(pipeline).__name__}, expected neuraflow.Pipeline."

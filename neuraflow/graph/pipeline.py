@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
+
+from neuraflow.chunk import StreamInfo
 
 from neuraflow.devices.base import Device
 from neuraflow.errors import PipelineDefinitionError
@@ -28,6 +31,9 @@ from neuraflow.ops.base import OpSpec
 from neuraflow.sinks.base import Sink
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+
+#: Devices that replace the first source of pipelines built while it is set (``neuraflow replay``).
+SOURCE_OVERRIDE: ContextVar[tuple[Device, ...] | None] = ContextVar("SOURCE_OVERRIDE", default=None)
 
 
 def _check_name(kind: str, name: str) -> str:
@@ -53,6 +59,11 @@ class Stream:
             )
         self.pipeline._add(StepNode(_check_name("step", name), op, self.node))
         return Stream(self.pipeline, name)
+
+    @property
+    def infos(self) -> tuple[StreamInfo, ...]:
+        """Stream descriptions at this node, one per device (e.g. to size a model to the montage)."""
+        return self.pipeline._infos(self.node)
 
     def to(self, name: str, sink: Sink | None = None) -> Stream:
         """Store this node's streams in ``sink`` under step name ``name``.
@@ -80,6 +91,9 @@ class Pipeline:
     def source(self, name: str, devices: Device | Sequence[Device]) -> Stream:
         """Add a source of one device or a list of devices processed identically."""
         devs = tuple(devices) if isinstance(devices, (list, tuple)) else (devices,)
+        override = SOURCE_OVERRIDE.get()
+        if override is not None and not any(isinstance(n, SourceNode) for n in self._nodes.values()):
+            devs = override
         for dev in devs:
             if not hasattr(dev, "read") or not hasattr(dev, "info"):
                 raise PipelineDefinitionError(
@@ -108,6 +122,17 @@ class Pipeline:
         if not isinstance(route, str) or not route.startswith("/"):
             raise PipelineDefinitionError(f"expose {name!r}: route={route!r} must start with '/'.")
         self._add(ExposeNode(_check_name("expose", name), stream.node, route, float(seconds)))
+
+    def _infos(self, name: str) -> tuple[StreamInfo, ...]:
+        node = self._nodes[name]
+        if isinstance(node, SourceNode):
+            return tuple(d.info for d in node.devices)
+        if isinstance(node, StepNode):
+            try:
+                return tuple(node.op.infer_info(info) for info in self._infos(node.input))
+            except ValueError as exc:
+                raise PipelineDefinitionError(f"step {name!r}: {exc}") from None
+        raise PipelineDefinitionError(f"{name!r} is a sink or an exposed output; it has no output streams.")
 
     def build(self) -> LogicalPlan:
         """Validate and return the logical plan (raises :class:`PipelineDefinitionError`)."""

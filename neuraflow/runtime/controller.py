@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any
 
 from neuraflow.chunk import Chunk, Event
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between forced ``flush()`` of every sink.
 FLUSH_EVERY_S = 1.0
+#: Window of the "recent" metrics (what the CLI's live line shows), seconds.
+RECENT_WINDOW_S = 5.0
 
 
 class PipelineController:
@@ -65,6 +67,7 @@ class PipelineController:
         self._sink_errors: dict[str, str] = {}
         self._sink_failures: dict[str, int] = defaultdict(int)
         self._pending: dict[str, list[Chunk]] = defaultdict(list)
+        self._recent: deque[tuple[float, StreamStats]] = deque()
         self._last_flush = time.monotonic()
 
     # ------------------------------------------------------------------ data path
@@ -100,8 +103,14 @@ class PipelineController:
         if delivery.snapshot is not None:
             self._snapshots[delivery.group_id] = delivery.snapshot
         if delivery.stats:
+            tick_total = StreamStats()
             for stream_id, stats in delivery.stats.items():
                 self._stream_stats[stream_id].merge(stats)
+                tick_total.merge(stats)
+            now = time.monotonic()
+            self._recent.append((now, tick_total))
+            while self._recent and self._recent[0][0] < now - RECENT_WINDOW_S:
+                self._recent.popleft()
         for step, n in delivery.step_counts.items():
             self._step_counts[step] += n
         group["deliveries"] += 1
@@ -173,10 +182,15 @@ class PipelineController:
         for st in self._stream_stats.values():
             total.merge(st)
         total.queue_depth = sum(st.queue_depth for st in self._stream_stats.values())
+        recent = StreamStats()
+        for _, st in self._recent:
+            recent.merge(st)
+        recent_s = min(RECENT_WINDOW_S, elapsed)
         return {
             "pipeline": self.plan.name,
             "elapsed_s": elapsed,
             "total": total.summary(elapsed),
+            "recent": {"window_s": recent_s, **recent.summary(recent_s)},
             "streams": streams,
             "steps": {step: {"chunks": n, "chunks_per_s": n / elapsed if elapsed else 0.0}
                       for step, n in self._step_counts.items()},
