@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from neuraflow.config import NeuraflowSettings, load_settings
-from neuraflow.errors import NeuraflowError
+from neuraflow.errors import NeuraflowError, PipelineDefinitionError
 
 log = logging.getLogger("neuraflow")
 
@@ -109,6 +109,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from neuraflow.runtime.executor import Engine
 
     settings = _settings(args)
+    if not Path(args.pipeline).is_file():
+        raise PipelineDefinitionError(f"pipeline file {args.pipeline!r} does not exist.")
     device = FilePlayback(args.file, stream_id=args.stream_id, chunk_size=args.chunk_size, realtime=False)
     if args.source:
         plan = replace_devices(load_plan(args.pipeline, settings), args.source, [device])
