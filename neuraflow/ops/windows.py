@@ -164,6 +164,8 @@ def sliding_window(length_s: float, step_s: float) -> OpSpec:
         step=partial(_step, **kw),
         infer_info=partial(_infer_info, **kw),
         params=MappingProxyType(dict(kw)),
+        # a newer window supersedes an older one: real-time mode may shed stale windows
+        sheddable=True,
     )
 
 

@@ -64,6 +64,7 @@ class PipelineController:
         self._snapshots: dict[str, dict[str, Any]] = {}
         self._stream_stats: dict[str, StreamStats] = defaultdict(StreamStats)
         self._step_counts: dict[str, int] = defaultdict(int)
+        self._step_time_s: dict[str, float] = defaultdict(float)
         self._sink_errors: dict[str, str] = {}
         self._sink_failures: dict[str, int] = defaultdict(int)
         self._pending: dict[str, list[Chunk]] = defaultdict(list)
@@ -113,6 +114,8 @@ class PipelineController:
                 self._recent.popleft()
         for step, n in delivery.step_counts.items():
             self._step_counts[step] += n
+        for step, seconds in delivery.step_time_s.items():
+            self._step_time_s[step] += seconds
         group["deliveries"] += 1
         group["last_s"] = time.time()
         if delivery.finished:
@@ -192,8 +195,16 @@ class PipelineController:
             "total": total.summary(elapsed),
             "recent": {"window_s": recent_s, **recent.summary(recent_s)},
             "streams": streams,
-            "steps": {step: {"chunks": n, "chunks_per_s": n / elapsed if elapsed else 0.0}
-                      for step, n in self._step_counts.items()},
+            "steps": {
+                step.name: {
+                    "chunks": self._step_counts.get(step.name, 0),
+                    "chunks_per_s": self._step_counts.get(step.name, 0) / elapsed if elapsed else 0.0,
+                    # CPU share of the workers spent in this step (all streams, vectorised)
+                    "busy_s": self._step_time_s.get(step.name, 0.0),
+                    "busy_fraction": self._step_time_s.get(step.name, 0.0) / elapsed if elapsed else 0.0,
+                }
+                for step in self.plan.steps()
+            },
             "sinks": {name: {"failures": self._sink_failures.get(name, 0),
                              "pending_chunks": len(self._pending.get(name, []))} for name in self._sinks},
         }

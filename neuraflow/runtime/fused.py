@@ -15,6 +15,7 @@ actor, in :func:`run_local` for tests, and in benchmarks.
 from __future__ import annotations
 
 import copy
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class TickOutput:
     exposed: dict[str, list[Chunk]] = field(default_factory=lambda: defaultdict(list))
     n_shed: int = 0
     step_counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    step_time_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def is_empty(self) -> bool:
         return not any(self.sinks.values()) and not any(self.exposed.values())
@@ -104,7 +106,9 @@ class FusedGraph:
             produced[source_name] = [(c.stream_id, c) for c in chunks]
         for node in self._nodes:
             if isinstance(node, StepNode):
+                started = time.perf_counter()
                 produced[node.name] = self._run_step(node, produced.get(node.input, []), out, shed_before_s)
+                out.step_time_s[node.name] += time.perf_counter() - started
             elif isinstance(node, SinkNode):
                 for name in node.inputs:
                     out.sinks[node.name].extend(c for _, c in produced.get(name, []))

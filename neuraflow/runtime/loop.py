@@ -74,6 +74,7 @@ class Delivery:
     snapshot: dict[str, Any] | None = None
     stats: dict[str, StreamStats] | None = None
     step_counts: dict[str, int] = field(default_factory=dict)
+    step_time_s: dict[str, float] = field(default_factory=dict)
     finished: bool = False
 
 
@@ -179,6 +180,7 @@ class GroupLoop:
             raw_watermarks=watermarks,
             derived_next_seq=self.fused.next_seq,
             step_counts=dict(out.step_counts),
+            step_time_s=dict(out.step_time_s),
             finished=self.finished,
         )
         if time.monotonic() - self._last_checkpoint >= self.options.checkpoint_every_s or delivery.finished or final:
