@@ -29,6 +29,10 @@ class Device(Protocol):
         True when ``read`` waits on I/O (serial, socket, BLE): the runtime then
         reads it from a dedicated thread. False for devices that can be polled
         with ``timeout_s=0`` from the processing loop (synthetic, file playback).
+    ray_resources : Mapping[str, float] or None (optional attribute)
+        Custom Ray resources of the node where the hardware is plugged in
+        (``{"eeg-dongle-1": 1}``): the device's dedicated worker asks for them,
+        so it is placed (and restarted) on that node only.
     """
 
     info: StreamInfo
@@ -64,6 +68,7 @@ class DeviceBase:
 
     info: StreamInfo
     blocking: bool = False
+    ray_resources: dict[str, float] | None = None
 
     def open(self) -> None:  # pragma: no cover - trivial default
         return None

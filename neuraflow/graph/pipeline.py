@@ -26,7 +26,16 @@ from neuraflow.chunk import StreamInfo
 
 from neuraflow.devices.base import Device
 from neuraflow.errors import PipelineDefinitionError
-from neuraflow.graph.plan import ExposeNode, LogicalPlan, Node, SinkNode, SourceNode, StepNode, build_plan
+from neuraflow.graph.plan import (
+    ExposeNode,
+    LogicalPlan,
+    Node,
+    SinkNode,
+    SourceNode,
+    StepNode,
+    build_plan,
+    derived_stream_id,
+)
 from neuraflow.ops.base import OpSpec
 from neuraflow.sinks.base import Sink
 
@@ -129,10 +138,21 @@ class Pipeline:
             return tuple(d.info for d in node.devices)
         if isinstance(node, StepNode):
             try:
-                return tuple(node.op.infer_info(info) for info in self._infos(node.input))
+                inputs = self._infos(node.input)
+                sources = self._infos(self._source_of(node.input))
+                return tuple(
+                    node.op.infer_info(info).replace(stream_id=derived_stream_id(src.stream_id, name))
+                    for info, src in zip(inputs, sources)
+                )
             except ValueError as exc:
                 raise PipelineDefinitionError(f"step {name!r}: {exc}") from None
         raise PipelineDefinitionError(f"{name!r} is a sink or an exposed output; it has no output streams.")
+
+    def _source_of(self, name: str) -> str:
+        node = self._nodes[name]
+        while not isinstance(node, SourceNode):
+            node = self._nodes[node.input] if isinstance(node, (StepNode, ExposeNode)) else self._nodes[node.inputs[0]]
+        return node.name
 
     def build(self) -> LogicalPlan:
         """Validate and return the logical plan (raises :class:`PipelineDefinitionError`)."""

@@ -175,9 +175,7 @@ def build_plan(name: str, nodes: Sequence[Node]) -> LogicalPlan:
                 f"pipeline {name!r}: the branch ending at {node.name!r} has no sink; "
                 f"add .to(name, sink) or p.expose(name, stream, route=...)."
             )
-        if isinstance(node, (SinkNode, ExposeNode)) and any(
-            isinstance(ordered[p], (SinkNode, ExposeNode)) for p in node_inputs(node)
-        ):
+        if any(isinstance(ordered[p], (SinkNode, ExposeNode)) for p in node_inputs(node)):
             raise PipelineDefinitionError(f"step {node.name!r}: a sink or exposed output cannot feed another node.")
     infos: dict[str, tuple[StreamInfo, ...]] = {}
     for node in ordered.values():

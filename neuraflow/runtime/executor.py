@@ -52,6 +52,21 @@ def connect(settings: NeuraflowSettings) -> None:
     ray.init(**kwargs)
 
 
+def _pinning(plan: LogicalPlan, hosted: list[tuple[str, int]]) -> dict[str, Any]:
+    """Placement of a worker: where its device's hardware is, else spread over the nodes.
+
+    A device bound to hardware declares ``ray_resources`` (e.g. ``{"eeg-dongle-1": 1}``)
+    naming a custom resource that only the node with the dongle offers
+    (``ray start --resources='{"eeg-dongle-1": 1}'``); its dedicated worker asks for it.
+    """
+    if len(hosted) == 1:
+        source, index = hosted[0]
+        resources = getattr(plan.nodes[source].devices[index], "ray_resources", None)
+        if resources:
+            return {"resources": dict(resources)}
+    return {"scheduling_strategy": "SPREAD"}
+
+
 class PipelineHandle:
     """Driver-side handle on a running pipeline (works from any process via :meth:`Engine.get`)."""
 
@@ -142,6 +157,7 @@ class Engine:
         worker_cls = ray.remote(DeviceGroupWorker)
         for group_id, hosted in zip(group_ids, groups):
             workers[group_id] = worker_cls.options(
+                **_pinning(plan, hosted),
                 name=f"{name}:{group_id}",
                 namespace=self.namespace,
                 lifetime="detached",
@@ -149,7 +165,6 @@ class Engine:
                 max_restarts=self.settings.runtime.max_restarts,
                 max_task_retries=0,
                 max_concurrency=4,
-                scheduling_strategy="SPREAD",
             ).remote(group_id, plan, hosted, slot_options(self.settings), lopts, name, self.namespace)
         ray.get([w.status.remote() for w in workers.values()])
         return PipelineHandle(plan.name, controller, workers)

@@ -87,9 +87,19 @@ def test_missing_pipeline_file_exit_2_without_ray(tmp_path: Path, capsys: pytest
     assert not ray.is_initialized()
 
 
-def test_missing_pipeline_file_replay_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_pipeline_file_replay_exit_2(
+    eegmmidb_edf: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "nope.py"
-    code = main(["replay", str(tmp_path / "rec.edf"), "--pipeline", str(missing), "--quiet",
+    code = main(["replay", str(eegmmidb_edf), "--pipeline", str(missing), "--quiet",
+                 "--config", str(REPO / "configs" / "test.yaml")])
+    assert code == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_missing_recording_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "rec.edf"
+    code = main(["replay", str(missing), "--pipeline", str(REPO / "pipelines" / "demo.py"), "--quiet",
                  "--config", str(REPO / "configs" / "test.yaml")])
     assert code == 2
     assert str(missing) in capsys.readouterr().err
