@@ -34,6 +34,19 @@ log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 2
 
 
+def _find_controller(name: str, namespace: str, timeout_s: float = 30.0) -> ray.actor.ActorHandle:
+    """The controller's handle; retried because a restarted worker may come up while the
+    GCS is still recovering from the loss of a node."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return ray.get_actor(name, namespace=namespace)
+        except ValueError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
 class DeviceGroupWorker:
     """Ray actor body: runs a :class:`GroupLoop` in a thread started by the constructor.
 
@@ -53,7 +66,7 @@ class DeviceGroupWorker:
         namespace: str,
     ) -> None:
         self.group_id = group_id
-        self.controller = ray.get_actor(controller_name, namespace=namespace)
+        self.controller = _find_controller(controller_name, namespace)
         resume = ray.get(self.controller.resume_point.remote(group_id))
         self.loop = GroupLoop(group_id, plan, hosted, slot_options, loop_options, resume)
         self.restarted = bool(resume.raw)

@@ -150,7 +150,9 @@ class Engine:
             lifetime="detached",
             num_cpus=0,
             max_concurrency=1,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True),
+            # pinned to the driver's node (the head under `ray up`): workers can move when a
+            # node is lost, the controller holding sink state and checkpoints must not
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
         ).remote(plan, group_ids, lopts.mode.value)
         ray.get(controller.ping.remote())
         workers: dict[str, ray.actor.ActorHandle] = {}

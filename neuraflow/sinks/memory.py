@@ -324,6 +324,13 @@ class MemorySink:
         self.flush()
         self.closed = True
 
+    def stats(self) -> dict[str, int]:
+        """Counters: chunks held, duplicates dropped, batches written, flushes."""
+        with self._lock:
+            held = sum(len(v) for v in self._chunks.values())
+        return {"chunks": held, "duplicates_dropped": self.duplicates_dropped,
+                "batches": self.batches, "flushes": self.flushes}
+
     def stream_ids(self) -> list[str]:
         """Every stream written so far, sorted."""
         with self._lock:
