@@ -13,8 +13,9 @@ def partition_devices(
     """Assign every device of ``plan`` to a worker.
 
     Devices that block on I/O (``device.blocking``: serial ports, radios,
-    sockets) get a worker of their own, so a slow read never stalls other
-    streams and the actor can be pinned where the hardware is. Pollable
+    sockets) or that name the node of their hardware (``device.ray_resources``)
+    get a worker of their own, so a slow read never stalls other streams and
+    the actor can be pinned where the hardware is. Pollable
     devices are dealt round-robin over ``n_workers`` groups (one per core is
     what measured best), or in groups of ``devices_per_group`` when given.
 
@@ -27,7 +28,7 @@ def partition_devices(
     shared: list[tuple[str, int]] = []
     for source in plan.sources():
         for index, device in enumerate(source.devices):
-            if getattr(device, "blocking", False):
+            if getattr(device, "blocking", False) or getattr(device, "ray_resources", None):
                 dedicated.append([(source.name, index)])
             else:
                 shared.append((source.name, index))

@@ -254,3 +254,34 @@ def test_worker_moves_when_its_node_is_removed(cluster, tmp_path: Path) -> None:
         t_jumps = [b.seq for a, b in zip(chunks, chunks[1:]) if abs(b.t0_s - a.t_end_s) > 1.5 / SFREQ]
         if t_jumps:
             assert "gap" in labels, f"{sid}: time jumps at seqs {t_jumps} but no 'gap' event"
+
+
+def test_device_worker_is_pinned_to_the_node_with_its_hardware(cluster, tmp_path: Path) -> None:
+    """A device declaring ``ray_resources`` gets a dedicated worker on the node offering them."""
+    import ray
+
+    node = cluster.add_node(num_cpus=1, include_dashboard=False, resources={"eeg-dongle-1": 1},
+                            object_store_memory=200 * 1024**2)
+    try:
+        cluster.wait_for_nodes()
+        dongle = Synthetic("dongle", n_channels=N_CHANNELS, sfreq=SFREQ, chunk_size=CHUNK, seed=9)
+        dongle.ray_resources = {"eeg-dongle-1": 1}
+        others = [Synthetic(f"free-{i}", n_channels=N_CHANNELS, sfreq=SFREQ, chunk_size=CHUNK, seed=i)
+                  for i in range(2)]
+        p = Pipeline("pinned")
+        p.source("eeg", [dongle, *others]).to("mem", MemorySink())
+        handle = Engine(make_settings(tmp_path)).start(p.build())
+        try:
+            status = handle.group_status()
+            where = {s: g["node_id"] for g in status.values() for s in g["streams"]}
+            assert where["dongle"] == node.node_id
+            assert len([g for g in status.values() if g["streams"] == ["dongle"]]) == 1  # its own worker
+            time.sleep(1.0)
+            assert handle.metrics()["streams"].get("dongle", {}).get("chunks", 0) > 0 or \
+                len(handle.call_sink("mem", "chunks", "dongle")) > 0
+        finally:
+            handle.stop()
+            handle.destroy()
+    finally:
+        cluster.remove_node(node)
+        del ray
