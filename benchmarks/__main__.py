@@ -1,0 +1,206 @@
+"""``python -m benchmarks [--quick] [--json PATH]``: run every benchmark and print a markdown table.
+
+Order: bare two-process limit, framework efficiency without Ray, 1-device
+latency and capacity search on a local Ray with 2 CPUs (one group actor per
+core), replay speed, then one actor per device on a Ray with enough logical
+CPUs to place them. The machine is shared and noisy: every figure is a
+median or a ratio measured in this same run, next to the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+from benchmarks import bare, engine  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    CHUNKS_PER_S,
+    N_CHANNELS,
+    SFREQ,
+    TARGET_DEVICES,
+    TARGET_FRACTION_OF_BARE,
+    TARGET_P50_MS,
+    TARGET_P99_MS,
+    TARGET_REPLAY_X,
+)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _fmt(x: float | None, spec: str = ".0f") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return format(x, spec)
+
+
+def _met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("yes" if ok else "**no**")
+
+
+def run(quick: bool) -> dict[str, Any]:
+    """Run all benchmarks; return the raw results (also used for the table)."""
+    out: dict[str, Any] = {"quick": quick, "cpus": os.cpu_count(), "python": platform.python_version()}
+    loads = [_load()]
+
+    n_bare = 64 if quick else 128
+    _log(f"[1/6] bare numpy/scipy, 2 processes x {n_bare} devices (load {_load()})")
+    procs = bare.two_process_limit(n_bare, ticks=24 if quick else 48)
+    out["bare"] = [asdict(r) for r in procs]
+    bare_compute = sum(r.capacity_compute for r in procs)
+    bare_with_gen = sum(r.capacity_with_generation for r in procs)
+    gen_us = 1e6 * sum(r.generate_s_per_tick / r.n_devices for r in procs) / len(procs)
+    compute_us = 1e6 * sum(r.compute_s_per_tick / r.n_devices for r in procs) / len(procs)
+    out.update(bare_limit_compute=bare_compute, bare_limit_with_generation=bare_with_gen,
+               generation_us_per_chunk=gen_us, bare_compute_us_per_chunk=compute_us)
+    _log(f"  limit: {bare_compute:.0f} devices (compute only), {bare_with_gen:.0f} with Synthetic generation; "
+         f"per device-chunk: compute {compute_us:.0f} us, generation {gen_us:.0f} us")
+
+    _log(f"[2/6] framework efficiency without Ray (FusedGraph vs bare, same chunks) (load {_load()})")
+    eff = []
+    for n in ([64] if quick else [16, 128]):
+        r = engine.fused_efficiency(n, ticks=24 if quick else 48)
+        eff.append(r)
+        _log(f"  N={n}: bare {1e3 * r.bare_s_per_tick:.1f} ms/tick, fused {1e3 * r.fused_s_per_tick:.1f} ms/tick, "
+             f"efficiency {r.efficiency:.2f}, max |dp| {r.max_abs_diff:.1e}")
+    out["fused"] = [asdict(r) | {"efficiency": r.efficiency} for r in eff]
+    loads.append(_load())
+
+    engine.ray_init(2)
+    warm, measure = (2.0, 4.0) if quick else (3.0, 8.0)
+    _log(f"[3/6] 1 device, real time (load {_load()})")
+    one = engine.realtime_run(1, warmup_s=warm, measure_s=2 * measure, name="bench-one")
+    out["one_device"] = asdict(one)
+    _log(f"  p50 {one.p50_ms} ms, p99 {one.p99_ms} ms (whole run {one.run_p50_ms}/{one.run_p99_ms}), "
+         f"CPU {one.worker_cpu:.3f}+{one.controller_cpu:.3f} s/s")
+
+    _log(f"[4/6] capacity, one group actor per core (load {_load()})")
+    ladder = [32, 64, 128, 256, 384, 512] if quick else [32, 64, 96, 128, 192, 256, 384, 512]
+    best, runs = engine.search_capacity(ladder, warmup_s=warm, measure_s=measure, refine_steps=1 if quick else 2,
+                                        log=_log)
+    out["capacity"] = best
+    out["capacity_runs"] = [asdict(r) for r in runs]
+    at_best = next((r for r in reversed(runs) if r.n_devices == best and r.sustained), None)
+    loads.append(_load())
+
+    _log(f"[5/6] replay (load {_load()})")
+    rep = engine.replay(30.0 if quick else 120.0, with_engine=True)
+    out["replay"] = asdict(rep) | {"local_x": rep.local_x, "engine_x": rep.engine_x, "bare_x": rep.bare_x}
+    _log(f"  run_local {rep.local_x:.0f}x, engine batch {_fmt(rep.engine_x)}x, bare {rep.bare_x:.0f}x real time")
+
+    ladder1 = [4, 8, 16] if quick else [4, 8, 16, 32, 48]
+    engine.ray_init(max(ladder1) + 4)
+    _log(f"[6/6] one actor per device (load {_load()})")
+    best1, runs1 = engine.search_capacity(ladder1, warmup_s=warm + 2, measure_s=measure, refine_steps=1,
+                                          devices_per_group=1, num_cpus=max(ladder1) + 4, log=_log)
+    out["actor_per_device"] = best1
+    out["actor_per_device_runs"] = [asdict(r) for r in runs1]
+    import ray
+
+    ray.shutdown()
+    loads.append(_load())
+    out["load_avg"] = loads
+
+    # derived ratios
+    out["fraction_of_bare"] = best / bare_with_gen if bare_with_gen else math.nan
+    out["fraction_of_bare_compute"] = best / bare_compute if bare_compute else math.nan
+    out["fused_efficiency"] = eff[-1].efficiency
+    if at_best is not None:
+        bare_us = compute_us + gen_us
+        out["realtime_cpu_us_per_chunk"] = 1e3 * at_best.cpu_ms_per_chunk
+        out["realtime_efficiency"] = bare_us / (1e3 * at_best.cpu_ms_per_chunk)
+        # what 2 fully available cores would sustain at the engine's measured CPU cost per chunk
+        out["engine_cpu_limit"] = 2.0 / (CHUNKS_PER_S * at_best.cpu_ms_per_chunk / 1e3)
+        out["at_best"] = asdict(at_best)
+    return out
+
+
+def table(r: dict[str, Any]) -> str:
+    """The markdown table of :func:`run`'s results."""
+    one = r["one_device"]
+    best = r["capacity"]
+    rep = r["replay"]
+    samples = N_CHANNELS * SFREQ
+    rows = [
+        ("Devices sustained, Ray engine, 1 group actor/core (p99 < 50 ms, no drops, >= 99 % rate)",
+         f"{best} ({best * samples / 1e6:.1f} M ch-samples/s)", f">= {TARGET_DEVICES}", _met(best >= TARGET_DEVICES)),
+        ("... as a fraction of the bare 2-process limit (with Synthetic generation)",
+         f"{100 * r['fraction_of_bare']:.0f} % of {r['bare_limit_with_generation']:.0f}",
+         f">= {100 * TARGET_FRACTION_OF_BARE:.0f} %", _met(r["fraction_of_bare"] >= TARGET_FRACTION_OF_BARE)),
+        ("... as a fraction of the bare 2-process limit (compute only)",
+         f"{100 * r['fraction_of_bare_compute']:.0f} % of {r['bare_limit_compute']:.0f}", "", ""),
+        ("1-device latency p50 (histogram bucket bound)", f"{_fmt(one['p50_ms'], 'g')} ms",
+         f"< {TARGET_P50_MS:g} ms", _met(one["p50_ms"] < TARGET_P50_MS)),
+        ("1-device latency p99 (histogram bucket bound)", f"{_fmt(one['p99_ms'], 'g')} ms",
+         f"< {TARGET_P99_MS:g} ms", _met(one["p99_ms"] < TARGET_P99_MS)),
+        ("Framework efficiency, no Ray: bare CPU / FusedGraph CPU "
+         f"({r['fused'][-1]['n_devices']} devices, same chunks)", f"{r['fused_efficiency']:.2f}", "", ""),
+    ]
+    if "realtime_efficiency" in r:
+        rows.append((f"Framework efficiency, Ray real time at {best} devices: bare CPU / engine CPU per chunk",
+                     f"{r['realtime_efficiency']:.2f} ({r['bare_compute_us_per_chunk'] + r['generation_us_per_chunk']:.0f}"
+                     f" / {r['realtime_cpu_us_per_chunk']:.0f} us)", "", ""))
+        rows.append(("Engine CPU-bound limit on 2 idle cores (2 s/s / measured engine CPU per device-second)",
+                     f"{r['engine_cpu_limit']:.0f} devices", "", ""))
+    rows += [
+        ("Replay speed, run_local (64 ch @ 1 kHz FIF, chunk 32)", f"{rep['local_x']:.0f} x real time",
+         f">= {TARGET_REPLAY_X:.0f} x", _met(rep["local_x"] >= TARGET_REPLAY_X)),
+        ("Replay speed, Ray engine batch mode (incl. actor start-up)", f"{_fmt(rep['engine_x'])} x real time",
+         f">= {TARGET_REPLAY_X:.0f} x", _met(None if rep["engine_x"] is None else rep["engine_x"] >= TARGET_REPLAY_X)),
+        ("Replay speed, bare numpy/scipy (1 process, CPU time)", f"{rep['bare_x']:.0f} x real time", "", ""),
+        ("One actor per device: devices sustained", f"{r['actor_per_device']}", "(reported)", ""),
+        ("Synthetic data generation per device-chunk (in engine workers, included above)",
+         f"{r['generation_us_per_chunk']:.0f} us ({100 * r['generation_us_per_chunk'] / r['bare_compute_us_per_chunk']:.0f}"
+         " % of bare compute)", "", ""),
+        ("Bare compute per device-chunk (filter+ring+FFT+ONNX)", f"{r['bare_compute_us_per_chunk']:.0f} us", "", ""),
+    ]
+    lines = ["| metric | measured | target | met? |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    lines.append("")
+    lines.append(f"Machine: {r['cpus']} CPUs, load average (1/5/15 min) during the run: {', '.join(r['load_avg'])}. "
+                 f"A device is 64 ch @ 1 kHz in 32-sample chunks ({CHUNKS_PER_S} chunks/s).")
+    lines.append("")
+    lines.append("| run | N | groups | p50 ms | p99 ms | rate | drops | shed | worker CPU s/s | controller CPU s/s | ok |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, key in (("1 device", None), ("actor/core", "capacity_runs"), ("actor/device", "actor_per_device_runs")):
+        for x in ([r["one_device"]] if key is None else r[key]):
+            ratio = x["achieved_per_s"] / x["expected_per_s"]
+            ok = (not x["errors"] and x["p99_ms"] < 50 and x["drops"] == 0 and x["shed"] == 0 and ratio >= 0.99)
+            lines.append(f"| {label} | {x['n_devices']} | {x['n_groups']} | {_fmt(x['p50_ms'], 'g')} | "
+                         f"{_fmt(x['p99_ms'], 'g')} | {ratio:.3f} | {x['drops']} | {x['shed']} | "
+                         f"{x['worker_cpu']:.2f} | {x['controller_cpu']:.2f} | {'yes' if ok else 'no'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter runs and fewer sizes (about 4 minutes)")
+    parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    results = run(args.quick)
+    results["elapsed_s"] = time.perf_counter() - t0
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2, default=str)
+    print(table(results))
+    _log(f"done in {results['elapsed_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
