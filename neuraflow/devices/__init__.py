@@ -2,12 +2,31 @@
 
 - :class:`Synthetic` -- deterministic synthetic EEG (tests, demos, load tests)
 - :class:`FilePlayback` -- EDF/BDF/FIF recordings played back through MNE
+- :class:`OpenBCICyton` -- OpenBCI Cyton / Cyton + Daisy over serial (pyserial)
+- :class:`LSLInlet` / :class:`LSLMarkerInlet` -- Lab Streaming Layer streams and markers (pylsl)
+- :class:`XDFPlayback` / :func:`xdf_devices` -- XDF recordings, every stream with its clock offsets (pyxdf)
+- :class:`OpenBCITextPlayback` -- OpenBCI GUI text recordings
 
 Nothing here imports Ray; MNE is imported only when a file is read.
 """
 
 from neuraflow.devices.base import Device, DeviceBase
+from neuraflow.devices.openbci import OpenBCICyton
+from neuraflow.devices.lsl import LSLInlet, LSLMarkerInlet
+from neuraflow.devices.openbci_text import OpenBCITextPlayback
 from neuraflow.devices.playback import FilePlayback
 from neuraflow.devices.synthetic import Synthetic
+from neuraflow.devices.xdf import XDFPlayback, xdf_devices
 
-__all__ = ["Device", "DeviceBase", "FilePlayback", "Synthetic"]
+__all__ = [
+    "Device",
+    "DeviceBase",
+    "FilePlayback",
+    "LSLInlet",
+    "LSLMarkerInlet",
+    "OpenBCICyton",
+    "OpenBCITextPlayback",
+    "Synthetic",
+    "XDFPlayback",
+    "xdf_devices",
+]

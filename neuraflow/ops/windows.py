@@ -25,10 +25,16 @@ from neuraflow.ops.base import OpSpec
 class WindowState:
     """Sliding-window state of one stream.
 
+    The recent samples are kept as the tuple of read-only input blocks that
+    cover them (shared with the chunks, never copied), so a step costs one copy
+    per *emitted window* and nothing per input chunk.
+
     Parameters
     ----------
-    buffer : ndarray, shape (n_channels, min(n_seen, n_win)), float32
-        The most recent input samples (read-only).
+    pieces : tuple of ndarray, each shape (n_channels, n_i), float32
+        Consecutive read-only input blocks holding input samples ``[n_seen - held, n_seen)``.
+    held : int
+        Samples held in ``pieces`` (>= what the next window needs, < n_win + one chunk).
     n_seen : int
         Number of input samples seen so far.
     next_end : int
@@ -37,16 +43,27 @@ class WindowState:
         Window length in samples.
     hop : int
         Samples between the starts of consecutive windows.
+    n_channels : int
+        Channel count the window was initialised with.
     out_info : StreamInfo
         Description of the emitted windows (input info with ``window_s``/``hop_s`` in meta).
     """
 
-    buffer: np.ndarray
+    pieces: tuple[np.ndarray, ...]
+    held: int
     n_seen: int
     next_end: int
     n_win: int
     hop: int
+    n_channels: int
     out_info: StreamInfo
+
+    @property
+    def buffer(self) -> np.ndarray:
+        """The held samples as one array, shape (n_channels, held) (a copy; for inspection)."""
+        if not self.pieces:
+            return np.zeros((self.n_channels, 0), dtype=np.float32)
+        return np.concatenate(self.pieces, axis=1)
 
 
 def _sizes(length_s: float, step_s: float, sfreq: float) -> tuple[int, int]:
@@ -68,26 +85,37 @@ def _infer_info(info: StreamInfo, *, length_s: float, step_s: float) -> StreamIn
 
 def _init(first: Chunk, *, length_s: float, step_s: float) -> WindowState:
     n_win, hop = _sizes(length_s, step_s, first.sfreq)
-    buffer = np.zeros((first.n_channels, 0), dtype=np.float32)
-    buffer.flags.writeable = False
     out_info = _infer_info(first.info, length_s=length_s, step_s=step_s)
-    return WindowState(buffer=buffer, n_seen=0, next_end=n_win, n_win=n_win, hop=hop, out_info=out_info)
+    return WindowState(
+        pieces=(), held=0, n_seen=0, next_end=n_win, n_win=n_win, hop=hop,
+        n_channels=first.n_channels, out_info=out_info,
+    )
+
+
+def _gather(pieces: tuple[np.ndarray, ...], base: int, start: int, end: int) -> np.ndarray:
+    """Samples ``[start, end)`` of the blocks ``pieces`` whose first sample has index ``base``."""
+    parts = []
+    offset = base
+    for piece in pieces:
+        lo, hi = max(start, offset), min(end, offset + piece.shape[1])
+        if lo < hi:
+            parts.append(piece[:, lo - offset : hi - offset])
+        offset += piece.shape[1]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
 def _step(state: WindowState, chunk: Chunk, *, length_s: float, step_s: float) -> tuple[WindowState, list[Chunk]]:
-    if chunk.n_channels != state.buffer.shape[0]:
+    if chunk.n_channels != state.n_channels:
         raise StreamMismatchError(
             f"stream {chunk.stream_id!r}: chunk has {chunk.n_channels} channels, "
-            f"the window was initialised with {state.buffer.shape[0]}."
+            f"the window was initialised with {state.n_channels}."
         )
     n_new = chunk.n_samples
     if n_new == 0:
         return state, []
     total = state.n_seen + n_new
-    # ``combined`` holds input samples [base, total); every window that ends in this
-    # chunk starts at or after ``base`` because the buffer keeps the last n_win samples.
-    combined = np.concatenate([state.buffer, chunk.data], axis=1)
-    base = state.n_seen - state.buffer.shape[1]
+    pieces = (*state.pieces, chunk.data)
+    base = state.n_seen - state.held
     sfreq = chunk.sfreq
     meta = {**chunk.meta, "window_s": length_s, "hop_s": step_s}
     outputs: list[Chunk] = []
@@ -96,7 +124,7 @@ def _step(state: WindowState, chunk: Chunk, *, length_s: float, step_s: float) -
         start = end - state.n_win
         outputs.append(
             Chunk(
-                combined[:, start - base : end - base],
+                _gather(pieces, base, start, end),
                 # timestamps come from the current chunk's clock (dejittered by the device)
                 chunk.t0_s + (start - state.n_seen) / sfreq,
                 state.out_info,
@@ -106,15 +134,16 @@ def _step(state: WindowState, chunk: Chunk, *, length_s: float, step_s: float) -
             )
         )
         end += state.hop
-    buffer = np.ascontiguousarray(combined[:, -state.n_win :])
-    buffer.flags.writeable = False
+    # keep only the blocks that the next window (starting at end - n_win) still needs
+    keep_from = max(end - state.n_win, base)
+    held = state.held + n_new
+    while pieces and base + pieces[0].shape[1] <= keep_from:
+        base += pieces[0].shape[1]
+        held -= pieces[0].shape[1]
+        pieces = pieces[1:]
     new_state = WindowState(
-        buffer=buffer,
-        n_seen=total,
-        next_end=end,
-        n_win=state.n_win,
-        hop=state.hop,
-        out_info=state.out_info,
+        pieces=pieces, held=held, n_seen=total, next_end=end, n_win=state.n_win, hop=state.hop,
+        n_channels=state.n_channels, out_info=state.out_info,
     )
     return new_state, outputs
 

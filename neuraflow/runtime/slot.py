@@ -178,9 +178,14 @@ class DeviceSlot:
             self._fail(exc if isinstance(exc, DeviceError) else DeviceError(str(exc)), during="read")
             return False
         if chunk is None:
+            self._drain_device_events()  # marker-only devices produce events without chunks
             return False
         self._accept(chunk)
         return True
+
+    def _drain_device_events(self) -> None:
+        for event in self.device.drain_events():
+            self._push_event(event)
 
     def _accept(self, chunk: Chunk) -> None:
         now = time.time()
@@ -195,8 +200,7 @@ class DeviceSlot:
         self.counters.chunks += 1
         self.counters.samples += stamped.n_samples
         self.ring.put(stamped, timeout_s=None)
-        for event in self.device.drain_events():
-            self._push_event(event)
+        self._drain_device_events()
 
     # ---------------------------------------------------------------- events
     def _event(self, label: str, value: float, meta: dict, *, t_s: float | None = None) -> None:

@@ -3,6 +3,7 @@
 - :class:`HotBuffer` -- the last N seconds of every stream in memory, queried live.
 - :class:`Iceberg` -- the cold tier: Apache Iceberg tables (SQL catalog, file or S3 warehouse);
   :func:`read_chunks` / :func:`read_events` read them back.
+- :class:`LSLOutlet` -- publishes streams and events on the Lab Streaming Layer.
 - :class:`MemorySink` -- keeps everything in memory, for tests.
 
 Every sink follows the :class:`Sink` protocol and is idempotent on ``(stream_id, seq)``.
@@ -10,6 +11,7 @@ Every sink follows the :class:`Sink` protocol and is idempotent on ``(stream_id,
 
 from neuraflow.sinks.base import Sink
 from neuraflow.sinks.iceberg import Iceberg, read_chunks, read_events
+from neuraflow.sinks.lsl_outlet import LSLOutlet
 from neuraflow.sinks.memory import HotBuffer, MemorySink
 
-__all__ = ["HotBuffer", "Iceberg", "MemorySink", "Sink", "read_chunks", "read_events"]
+__all__ = ["HotBuffer", "Iceberg", "LSLOutlet", "MemorySink", "Sink", "read_chunks", "read_events"]
