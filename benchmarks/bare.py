@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy import fft as scipy_fft
 from scipy import signal
 
 from benchmarks.common import (
@@ -127,7 +128,7 @@ class BareProcessor:
         np.copyto(xw, windows)
         xw -= xw.mean(axis=-1, keepdims=True)
         xw *= self.win
-        spec = np.fft.rfft(xw, axis=-1, out=self._spec)
+        spec = scipy_fft.rfft(xw, axis=-1, overwrite_x=True)  # the faster of numpy/scipy here
         used = spec[..., : self.n_used]  # bins above the last band carry no weight
         psd = used.real**2
         psd += used.imag**2

@@ -14,6 +14,7 @@ from functools import lru_cache, partial
 from types import MappingProxyType
 
 import numpy as np
+from scipy import fft as scipy_fft
 from scipy import signal
 
 from neuraflow.chunk import Chunk, StreamInfo
@@ -59,7 +60,7 @@ def _band_powers(x: np.ndarray, sfreq: float, bands: Bands, relative: bool) -> n
     work = x.astype(np.float64) if x.dtype != np.float64 or not x.flags.writeable else x
     work -= work.mean(axis=-1, keepdims=True)  # detrend="constant"
     work *= win
-    spec = np.fft.rfft(work, axis=-1)
+    spec = scipy_fft.rfft(work, axis=-1, overwrite_x=True)
     if relative:
         n_bins = spec.shape[-1]
     else:

@@ -66,6 +66,10 @@ class WindowState:
         return np.concatenate(self.pieces, axis=1)
 
 
+#: Input blocks held before they are merged into one (copy amortised over this many chunks).
+_MAX_PIECES = 8
+
+
 def _sizes(length_s: float, step_s: float, sfreq: float) -> tuple[int, int]:
     n_win = round(length_s * sfreq)
     hop = round(step_s * sfreq)
@@ -116,6 +120,12 @@ def _step(state: WindowState, chunk: Chunk, *, length_s: float, step_s: float) -
     total = state.n_seen + n_new
     pieces = (*state.pieces, chunk.data)
     base = state.n_seen - state.held
+    if len(pieces) > _MAX_PIECES:
+        # bound the per-window gather overhead: merge small blocks now and then
+        # (one copy of the held samples every _MAX_PIECES chunks, amortised)
+        merged = np.concatenate(pieces, axis=1)
+        merged.flags.writeable = False
+        pieces = (merged,)
     sfreq = chunk.sfreq
     meta = {**chunk.meta, "window_s": length_s, "hop_s": step_s}
     outputs: list[Chunk] = []

@@ -22,6 +22,7 @@ from typing import Any
 import ray
 
 from neuraflow.graph.plan import LogicalPlan
+from neuraflow.runtime.allocator import tune_allocator
 from neuraflow.runtime.controller import PipelineController
 from neuraflow.runtime.loop import GroupLoop, LoopOptions
 from neuraflow.runtime.prometheus import PrometheusExporter
@@ -66,6 +67,7 @@ class DeviceGroupWorker:
         namespace: str,
     ) -> None:
         self.group_id = group_id
+        tune_allocator()
         self.controller = _find_controller(controller_name, namespace)
         resume = ray.get(self.controller.resume_point.remote(group_id))
         self.loop = GroupLoop(group_id, plan, hosted, slot_options, loop_options, resume)

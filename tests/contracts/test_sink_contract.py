@@ -8,6 +8,7 @@ A new sink joins by adding a :class:`Harness` to ``HARNESSES``. No Ray here.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from neuraflow.chunk import Chunk, Event, StreamInfo
-from neuraflow.sinks import HotBuffer, Iceberg, MemorySink, Sink
+from neuraflow.sinks import HotBuffer, Iceberg, MemorySink, RedisStream, Sink, Timescale
 
 T0 = 1_700_000_000.0
 
@@ -29,6 +30,7 @@ class Harness:
     make: Callable[[Path], Sink]
     chunks: Callable[[Sink, str], list[Chunk]]
     events: Callable[[Sink], list[Event]]
+    cleanup: Callable[[Sink], None] = lambda sink: None
 
 
 def _hot_chunks(sink: HotBuffer, stream_id: str) -> list[Chunk]:
@@ -42,11 +44,43 @@ def _iceberg(tmp: Path) -> Iceberg:
     return Iceberg("contract.samples", catalog_uri=f"sqlite:///{tmp}/catalog.db", warehouse=str(tmp / "wh"), flush_every_s=1e9)
 
 
+def _timescale(tmp: Path) -> Timescale:
+    # retention far beyond T0 (2023): the contract streams must not be expired at open
+    return Timescale(schema=f"nf_contract_{uuid.uuid4().hex[:10]}", retention_s=100 * 365 * 86_400,
+                     flush_every_s=1e9, application_name="neuraflow-contract")
+
+
+def _drop_schema(sink: Timescale) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(sink.url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'drop schema if exists "{sink.schema}" cascade'))
+    engine.dispose()
+
+
+def _redis(tmp: Path) -> RedisStream:
+    # a window long enough for the huge batch (640 s of device time)
+    return RedisStream(key_prefix=f"nftest:{uuid.uuid4().hex[:12]}:", window_s=3600.0)
+
+
+def _drop_keys(sink: RedisStream) -> None:
+    import redis
+
+    client = redis.Redis.from_url(sink.url)
+    keys = list(client.scan_iter(match=f"{sink.key_prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
 HARNESSES = [
     Harness("MemorySink", lambda tmp: MemorySink(), lambda s, sid: s.chunks(sid), lambda s: s.events()),
     # A window long enough for every test stream (5,000 chunks of 32 samples at 250 Hz = 640 s).
     Harness("HotBuffer", lambda tmp: HotBuffer(seconds=3600.0), _hot_chunks, lambda s: s.events()),
     Harness("Iceberg", _iceberg, lambda s, sid: s.read_chunks(sid), lambda s: s.read_events()),
+    Harness("Timescale", _timescale, lambda s, sid: s.read(sid), lambda s: s.read_events(), _drop_schema),
+    Harness("RedisStream", _redis, lambda s, sid: s.read(sid), lambda s: s.events(), _drop_keys),
 ]
 
 
@@ -59,8 +93,11 @@ def harness(request):
 def sink(harness, tmp_path):
     sink = harness.make(tmp_path)
     sink.open()
-    yield sink
-    sink.close()
+    try:
+        yield sink
+    finally:
+        sink.close()
+        harness.cleanup(sink)
 
 
 def make_stream(stream_id: str, n_chunks: int, *, n_channels: int = 4, size: int = 16, seed: int = 0) -> list[Chunk]:
