@@ -20,6 +20,7 @@ from neuraflow.ops.base import BoundOp, OpSpec, run_offline
 from neuraflow.ops.features import log_band_power
 from neuraflow.ops.filters import bandpass, notch
 from neuraflow.ops.inference import logistic_regression_onnx, onnx_model
+from neuraflow.ops.spectral import sliding_band_power
 from neuraflow.ops.windows import sliding_window
 
 
@@ -35,6 +36,9 @@ REGISTRY: dict[str, Callable[[], OpSpec]] = {
     "sliding_window": lambda: sliding_window(0.5, 0.1),
     "log_band_power": lambda: log_band_power({"theta": (4.0, 8.0), "alpha": (8.0, 13.0), "beta": (13.0, 30.0)}),
     "onnx_model": _example_classifier,
+    "sliding_band_power": lambda: sliding_band_power(
+        {"theta": (4.0, 8.0), "alpha": (8.0, 13.0), "beta": (13.0, 30.0)}, length_s=0.5, step_s=0.1
+    ),
 }
 
 __all__ = [
@@ -47,5 +51,6 @@ __all__ = [
     "notch",
     "onnx_model",
     "run_offline",
+    "sliding_band_power",
     "sliding_window",
 ]
