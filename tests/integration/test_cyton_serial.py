@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -16,9 +15,6 @@ from neuraflow.devices.openbci.emulator import CytonEmulator, load_openbci_gui
 from neuraflow.errors import DeviceError
 from neuraflow.runtime.slot import DeviceSlot, SlotOptions
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = Path(os.environ.get("NEURAFLOW_SHARED_DATA", REPO.parent / "shared" / "data"))
-RECORDING = SHARED_DATA / "openbci" / "OpenBCI_GUI-v6-blinks-jawClench-alpha.txt"
 FAST = CytonOptions(banner_timeout_s=0.5, stall_timeout_s=0.5)
 
 
@@ -52,10 +48,8 @@ def assert_bit_exact(dev: OpenBCICyton, emu: CytonEmulator, chunks: list[Chunk])
         np.testing.assert_array_equal(counts_of(dev, chunk), sent)
 
 
-def test_handshake_and_real_recording_bit_exact():
-    if not RECORDING.exists():
-        pytest.fail(f"real recording missing: {RECORDING} (see ../shared/data/SOURCES.md)")
-    uv, _ = load_openbci_gui(RECORDING)
+def test_handshake_and_real_recording_bit_exact(openbci_txt: Path):
+    uv, _ = load_openbci_gui(openbci_txt)
     with CytonEmulator(signal=uv) as emu:  # real rate: 250 packets/s
         dev = OpenBCICyton(emu.port, chunk_size=25, options=FAST)
         assert isinstance(dev, Device) and dev.blocking is True

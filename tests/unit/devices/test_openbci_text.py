@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
@@ -13,15 +12,11 @@ from neuraflow.chunk import Chunk
 from neuraflow.devices import Device, OpenBCITextPlayback
 from neuraflow.errors import EndOfStream, PipelineDefinitionError
 
-SHARED = Path(os.environ.get("NEURAFLOW_SHARED_DATA", Path(__file__).resolve().parents[3].parent / "shared" / "data"))
-OPENBCI = SHARED / "openbci" / "OpenBCI_GUI-v6-blinks-jawClench-alpha.txt"
 
 
 @pytest.fixture(scope="module")
-def openbci() -> Path:
-    if not OPENBCI.exists():
-        pytest.fail(f"real recording missing: {OPENBCI} (see ../shared/data/SOURCES.md)")
-    return OPENBCI
+def openbci(openbci_txt: Path) -> Path:
+    return openbci_txt
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import struct
 from pathlib import Path
@@ -15,15 +14,9 @@ from neuraflow.chunk import Chunk
 from neuraflow.devices import Device, XDFPlayback, xdf_devices
 from neuraflow.errors import DeviceError, EndOfStream, PipelineDefinitionError
 
-SHARED = Path(os.environ.get("NEURAFLOW_SHARED_DATA", Path(__file__).resolve().parents[3].parent / "shared" / "data"))
-MUSE = SHARED / "muse_xdf" / "sub-P050_ses-S001_task-Default_run-001_eeg.xdf"
-
-
 @pytest.fixture(scope="module")
-def muse() -> Path:
-    if not MUSE.exists():
-        pytest.fail(f"real recording missing: {MUSE} (see ../shared/data/SOURCES.md)")
-    return MUSE
+def muse(muse_xdf: Path) -> Path:
+    return muse_xdf
 
 
 @pytest.fixture(scope="module")
