@@ -111,16 +111,25 @@ def synthetic_devices(n: int, *, realtime: bool, start_s: float | None = None) -
     ]
 
 
-def reference_plan(name: str, devices: Sequence[Device], sink: object | None = None) -> LogicalPlan:
-    """The reference pipeline over ``devices``; predictions go to ``sink`` (a :class:`CountingSink`)."""
+def reference_plan(
+    name: str, devices: Sequence[Device], sink: object | None = None, *, incremental: bool = False
+) -> LogicalPlan:
+    """The reference pipeline over ``devices``; predictions go to ``sink`` (a :class:`CountingSink`).
+
+    ``incremental=True`` computes the same band powers with ``ops.sliding_band_power``
+    (sliding DFT) instead of ``sliding_window -> log_band_power`` (full FFT per hop).
+    """
     p = Pipeline(name)
     eeg = p.source("eeg", list(devices))
     clean = eeg.then("notch", ops.notch(freqs=(NOTCH_HZ,), quality=NOTCH_Q)).then(
         "bandpass", ops.bandpass(l_freq=L_FREQ, h_freq=H_FREQ, order=ORDER)
     )
-    power = clean.then("window", ops.sliding_window(length_s=WINDOW_S, step_s=STEP_S)).then(
-        "bandpower", ops.log_band_power(BANDS)
-    )
+    if incremental:
+        power = clean.then("bandpower", ops.sliding_band_power(BANDS, length_s=WINDOW_S, step_s=STEP_S))
+    else:
+        power = clean.then("window", ops.sliding_window(length_s=WINDOW_S, step_s=STEP_S)).then(
+            "bandpower", ops.log_band_power(BANDS)
+        )
     predictions = power.then("classify", ops.onnx_model(classifier_model(), providers=["CPUExecutionProvider"]))
     predictions.to("out", sink if sink is not None else CountingSink())
     return p.build()

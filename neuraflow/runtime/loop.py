@@ -31,6 +31,10 @@ from neuraflow.runtime.slot import DeviceSlot, SlotOptions
 from neuraflow.runtime.stats import StreamStats
 
 
+#: A device due this close in the future is polled now (sleep() may return a bit early).
+_WAKE_SLACK_S = 2e-4
+
+
 class Mode(str, Enum):
     """Execution modes: device-paced real time, larger batches, or replay at full speed."""
 
@@ -119,6 +123,7 @@ class GroupLoop:
         self._stats: dict[str, StreamStats] = {s.stream_id: StreamStats() for _, s in self.slots}
         self._reported: dict[str, tuple[int, int, int, int]] = {}
         self._next_ready: list[float] = [0.0] * len(self.slots)
+        self._last_busy_s: float | None = None  # start of the last tick that processed data
         self._last_checkpoint = time.monotonic()
         self._last_report = time.monotonic()
         self.started = False
@@ -142,7 +147,7 @@ class GroupLoop:
         """Read every device that is due into its ring buffer."""
         now = time.time()
         for i, (_, slot) in enumerate(self.slots):
-            if self._next_ready[i] > now:
+            if self._next_ready[i] > now + _WAKE_SLACK_S:
                 continue
             slot.poll()
             hint = slot.next_ready_s()
@@ -168,6 +173,7 @@ class GroupLoop:
         report_due = final or time.monotonic() - self._last_report >= self.options.report_every_s
         if not taken and not events and not report_due:
             return None
+        self._last_busy_s = now if taken else self._last_busy_s
         shed_before = now - self.options.latency_budget_s if self.options.mode is Mode.REALTIME else None
         out = self.fused.process(raw, shed_before_s=shed_before)
         done = time.time()
@@ -222,7 +228,9 @@ class GroupLoop:
 
     # ------------------------------------------------------------------ run
     def sleep_until_next(self, last_tick_start: float) -> None:
-        """Sleep until the next tick: the earliest due device, but batch at least ``tick_s``."""
+        """Sleep until the earliest device is due, but at least ``tick_s`` after a tick that
+        processed data: an idle loop reacts at once (low latency for one device), a busy
+        one gathers the chunks of many devices into one vectorised tick."""
         if self.options.mode is Mode.BATCH:
             if not any(len(s.ring) for _, s in self.slots) and not any(
                 not s.finished and not getattr(s.device, "blocking", False) for _, s in self.slots
@@ -232,7 +240,8 @@ class GroupLoop:
         now = time.time()
         hints = [h for h in self._next_ready if h > 0]
         wake = min(hints) if hints else now + self.options.tick_s
-        wake = max(wake, last_tick_start + self.options.tick_s)
+        if self._last_busy_s is not None:
+            wake = max(wake, self._last_busy_s + self.options.tick_s)
         wake = min(wake, now + max(self.options.tick_s, 0.05))
         if wake > now:
             time.sleep(wake - now)
