@@ -17,10 +17,20 @@ from collections.abc import Callable
 import numpy as np
 
 from neuraflow.ops.base import BoundOp, OpSpec, run_offline
+from neuraflow.ops.connectivity import pac_modulation_index, spectral_connectivity
+from neuraflow.ops.channels import pick_channels, rereference
+from neuraflow.ops.epoching import _example as _example_epochs
+from neuraflow.ops.epoching import epochs, flatten_epoch
 from neuraflow.ops.features import log_band_power
 from neuraflow.ops.filters import bandpass, notch
+from neuraflow.ops.fir import detrend, fir_filter
+from neuraflow.ops.iir import dc_block, filter_bank, iir_filter
 from neuraflow.ops.inference import logistic_regression_onnx, onnx_model
+from neuraflow.ops.resample import resample
+from neuraflow.ops.registry import ModelIntegrityError, ModelRegistry
+from neuraflow.ops.spectra import band_power, morlet_power, multitaper_psd, peak_frequency, spectral_edge, welch_psd
 from neuraflow.ops.spectral import sliding_band_power
+from neuraflow.ops.temporal import temporal_features
 from neuraflow.ops.windows import sliding_window
 
 
@@ -36,20 +46,61 @@ REGISTRY: dict[str, Callable[[], OpSpec]] = {
     "sliding_window": lambda: sliding_window(0.5, 0.1),
     "log_band_power": lambda: log_band_power({"theta": (4.0, 8.0), "alpha": (8.0, 13.0), "beta": (13.0, 30.0)}),
     "onnx_model": _example_classifier,
+    "iir_filter": lambda: iir_filter("bandpass", (8.0, 30.0), design="ellip", order=3, rp_db=0.5, rs_db=40.0),
+    "dc_block": lambda: dc_block(0.5),
+    "filter_bank": lambda: filter_bank({"alpha": (8.0, 13.0), "beta": (13.0, 30.0), "slow": (None, 4.0)}),
+    "fir_filter": lambda: fir_filter("bandpass", (1.0, 40.0), transition_hz=2.0),
+    "detrend": lambda: detrend("linear", window_s=1.0),
+    "resample": lambda: resample(sfreq_out=160.0),
+    "rereference": lambda: rereference({"c0-c1": ("ch0", "ch1"), "c2-c3": ("ch2", "ch3")}),
+    "pick_channels": lambda: pick_channels(["ch3", "ch1"], types=["eeg"]),
+    "epochs": _example_epochs,  # flatten_epoch needs fixed-length epochs: tested in tests/unit/ops/test_epochs.py
     "sliding_band_power": lambda: sliding_band_power(
         {"theta": (4.0, 8.0), "alpha": (8.0, 13.0), "beta": (13.0, 30.0)}, length_s=0.5, step_s=0.1
     ),
+    "welch_psd": lambda: welch_psd(0.25, fmax=40.0),
+    "multitaper_psd": lambda: multitaper_psd(0.5, nw=2.0, fmax=40.0),
+    "band_power": lambda: band_power({"theta": (4.0, 8.0), "alpha": (8.0, 13.0)}, method="multitaper", relative=True),
+    "spectral_edge": lambda: spectral_edge(90.0, fmax=40.0),
+    "peak_frequency": lambda: peak_frequency(4.0, 30.0),
+    "morlet_power": lambda: morlet_power([10.0, 20.0], 5.0, output="last"),
+    "temporal_features": lambda: temporal_features(
+        ["mean", "variance", "skewness", "hjorth_complexity", "sample_entropy", "permutation_entropy"]
+    ),
+    "spectral_connectivity": lambda: spectral_connectivity("wpli", {"alpha": (8.0, 13.0)}, nperseg_s=0.25),
+    "pac_modulation_index": lambda: pac_modulation_index((4.0, 8.0), (30.0, 45.0), pairs=[("ch0", "ch1")]),
 }
 
 __all__ = [
+    "welch_psd",
+    "temporal_features",
+    "spectral_edge",
+    "spectral_connectivity",
+    "peak_frequency",
+    "pac_modulation_index",
+    "multitaper_psd",
+    "morlet_power",
+    "band_power",
     "REGISTRY",
     "BoundOp",
+    "ModelIntegrityError",
+    "ModelRegistry",
     "OpSpec",
     "bandpass",
+    "dc_block",
+    "detrend",
+    "epochs",
+    "filter_bank",
+    "fir_filter",
+    "flatten_epoch",
+    "iir_filter",
     "log_band_power",
     "logistic_regression_onnx",
     "notch",
     "onnx_model",
+    "pick_channels",
+    "rereference",
+    "resample",
     "run_offline",
     "sliding_band_power",
     "sliding_window",
