@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from neuraflow.config import NeuraflowSettings, load_settings
+from neuraflow.devices.cli import add_parser as add_devices_parser
 from neuraflow.errors import NeuraflowError, PipelineDefinitionError
 
 log = logging.getLogger("neuraflow")
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--config", help="settings YAML")
     srv.add_argument("--detach", action="store_true", help="return once the service is up")
     srv.set_defaults(func=cmd_serve)
+    add_devices_parser(sub)
     return parser
 
 

@@ -17,10 +17,15 @@ from neuraflow.devices.openbci_text import OpenBCITextPlayback
 from neuraflow.devices.playback import FilePlayback
 from neuraflow.devices.synthetic import Synthetic
 from neuraflow.devices.xdf import XDFPlayback, xdf_devices
+from neuraflow.devices.service import DeviceManager
+from neuraflow.devices.quality import signal_quality
+from neuraflow.devices.impedance import measure_impedance
+from neuraflow.devices.discovery import discover
 
 __all__ = [
     "Device",
     "DeviceBase",
+    "DeviceManager",
     "FilePlayback",
     "LSLInlet",
     "LSLMarkerInlet",
@@ -29,4 +34,7 @@ __all__ = [
     "Synthetic",
     "XDFPlayback",
     "xdf_devices",
+    "discover",
+    "measure_impedance",
+    "signal_quality",
 ]

@@ -282,6 +282,9 @@ class Synthetic(DeviceBase):
         # ~8 s per block, a power of two in [1024, 32768]; cross-fade over 1/8 of it.
         self.block_size = int(min(_MAX_BLOCK, max(_MIN_BLOCK, 1 << math.ceil(math.log2(8.0 * self.sfreq)))))
         self._fade = self.block_size // 8
+        # Block boundaries are shifted by a per-seed phase so that hundreds of devices
+        # opened together do not all pay for a new block on the same tick.
+        self._phase = int(_hash01(self.seed, 7, 0) * self.block_size)
         self._reset_runtime()
 
     # ------------------------------------------------------------------ state
@@ -303,7 +306,7 @@ class Synthetic(DeviceBase):
         keep = (
             "n_channels", "sfreq", "chunk_size", "seed", "line_freq", "line_amplitude_v",
             "alpha_amplitude_v", "background_rms_v", "blinks", "markers", "realtime", "start_s",
-            "fail_after_reads", "info", "block_size", "_fade",
+            "fail_after_reads", "info", "block_size", "_fade", "_phase",
         )  # fmt: skip
         return {k: self.__dict__[k] for k in keep}
 
@@ -454,7 +457,7 @@ class Synthetic(DeviceBase):
         b = self.block_size
         pos = 0
         while pos < n:
-            j, offset = divmod(start + pos, b)
+            j, offset = divmod(start + pos + self._phase, b)
             take = min(n - pos, b - offset)
             out[:, pos : pos + take] = self._block(j)[:, offset : offset + take]
             pos += take
@@ -532,7 +535,8 @@ class Synthetic(DeviceBase):
             block = np.zeros((self.n_channels, b), dtype=np.float32)
         # Deterministic parts: block += gains (n_channels, n_rows) @ rows (n_rows, B),
         # one float32 matmul instead of an outer product per component.
-        t = np.arange(j * b, (j + 1) * b, dtype=np.float64) / self.sfreq
+        first = j * b - self._phase  # block j covers samples [first, first + b)
+        t = np.arange(first, first + b, dtype=np.float64) / self.sfreq
         gains: list[np.ndarray] = []
         rows: list[np.ndarray] = []
         if self.alpha_amplitude_v > 0:
@@ -552,7 +556,7 @@ class Synthetic(DeviceBase):
                 rows += [np.sin(2 * theta), np.cos(2 * theta)]
         if self.blinks:
             gains.append(static["blink_w"])
-            rows.append(self._blink_wave(j * b, (j + 1) * b))
+            rows.append(self._blink_wave(first, first + b))
         if rows:
             gain_matrix = np.stack(gains, axis=1).astype(np.float32)
             block += gain_matrix @ np.stack(rows).astype(np.float32)

@@ -194,13 +194,19 @@ class DeviceSlot:
             if abs(gap_s) > self.options.gap_tolerance_samples / chunk.sfreq:
                 self.counters.gaps += 1
                 self._event("gap", gap_s, {"from_s": self.last_t_end_s, "to_s": chunk.t0_s, "seq": self.next_seq}, t_s=self.last_t_end_s)
-        stamped = chunk.replace(seq=self.next_seq, recv_s=chunk.recv_s if chunk.recv_s == chunk.recv_s else now)
+        changes: dict = {"seq": self.next_seq, "recv_s": chunk.recv_s if chunk.recv_s == chunk.recv_s else now}
+        markers = self.device.drain_events()
+        if markers:
+            # markers also ride on the chunk they came with, so ops (epochs) see them in order
+            for event in markers:
+                self._push_event(event)
+            changes["meta"] = {**chunk.meta, "events": tuple((e.t_s, e.label) for e in markers)}
+        stamped = chunk.replace(**changes)
         self.next_seq += 1
         self.last_t_end_s = stamped.t_end_s
         self.counters.chunks += 1
         self.counters.samples += stamped.n_samples
         self.ring.put(stamped, timeout_s=None)
-        self._drain_device_events()
 
     # ---------------------------------------------------------------- events
     def _event(self, label: str, value: float, meta: dict, *, t_s: float | None = None) -> None:

@@ -30,6 +30,13 @@ import numpy as np
 
 from neuraflow.devices.openbci import protocol as proto
 
+LEAD_OFF_HZ = 31.5
+"""Frequency of the emulated AC lead-off drive (the Cyton's impedance check)."""
+LEAD_OFF_A = 6e-9
+"""Peak lead-off drive current, amperes: channel P-side voltage = (Z + 2.2 kOhm) * 6 nA."""
+SERIES_OHM = 2200.0
+"""Series resistor of each Cyton input."""
+
 SignalFn = Callable[[int, int], np.ndarray]
 """``signal(start, stop) -> uV array (n_channels, stop - start)`` for sample indices [start, stop)."""
 
@@ -97,6 +104,10 @@ class CytonEmulator:
         Reply to ``v``; ``None`` for the real banner; ``b""`` for a silent board.
     accel_g : tuple of 3 floats
         Accelerometer reading sent on every 10th packet (25 Hz).
+    impedance_kohm : float or sequence of float
+        Electrode impedance per channel: while the lead-off drive of a channel is on
+        (``z`` CHANNEL 1 x ``Z``), a :data:`LEAD_OFF_HZ` sine of peak
+        ``(Z + 2.2 kOhm) * 6 nA`` is added to it.
 
     Attributes
     ----------
@@ -116,6 +127,7 @@ class CytonEmulator:
         speed: float = 1.0,
         reply: bytes | None = None,
         accel_g: tuple[float, float, float] = (0.04, 0.42, 0.238),
+        impedance_kohm: float | tuple[float, ...] | list[float] = 10.0,
     ) -> None:
         self.daisy = daisy
         self.n_channels = 16 if daisy else 8
@@ -127,6 +139,7 @@ class CytonEmulator:
         self.speed = float(speed)
         self.reply = banner(daisy) if reply is None else reply
         self.accel_counts = tuple(int(round(g / proto.ACCEL_G_PER_COUNT)) for g in accel_g)
+        self.impedance_kohm = np.broadcast_to(np.asarray(impedance_kohm, dtype=np.float64), (self.n_channels,)).copy()
         self._dir = tempfile.mkdtemp(prefix="cyton-emu-")
         self.port = str(Path(self._dir) / "ttyCYTON")
         self.commands: list[bytes] = []
@@ -150,6 +163,7 @@ class CytonEmulator:
         os.symlink(os.ttyname(self._slave), tmp)
         os.replace(tmp, self.port)
         self.gains = [proto.DEFAULT_GAIN] * self.n_channels
+        self.lead_off: set[int] = set()  # 1-based channels whose P-side lead-off drive is on
         self._streaming = False
         self._eight_channel = False
         self._packet = 0  # packets generated since 'b' (sent or dropped)
@@ -235,6 +249,11 @@ class CytonEmulator:
     def counts(self, start: int, stop: int) -> np.ndarray:
         """The counts sent for samples [start, stop), int32 (n_channels, n) at the current gains."""
         uv = np.asarray(self.signal(start, stop), dtype=np.float64)
+        if self.lead_off:
+            uv = uv.copy()
+            drive = np.sin(2 * np.pi * LEAD_OFF_HZ * np.arange(start, stop) / (125.0 if self.daisy else 250.0))
+            for ch in self.lead_off:
+                uv[ch - 1] += (self.impedance_kohm[ch - 1] * 1e3 + SERIES_OHM) * LEAD_OFF_A * 1e6 * drive
         out = np.empty(uv.shape, dtype=np.int32)
         for ch, gain in enumerate(self.gains):
             out[ch] = proto.volts_to_counts(uv[ch] * 1e-6, gain)
@@ -287,6 +306,10 @@ class CytonEmulator:
                 if len(self._cmd) < 9:
                     return
                 cmd, self._cmd = bytes(self._cmd[:9]), self._cmd[9:]
+            elif c == b"z":
+                if len(self._cmd) < 5:
+                    return
+                cmd, self._cmd = bytes(self._cmd[:5]), self._cmd[5:]
             elif c == b"~":
                 if len(self._cmd) < 2:
                     return
@@ -302,6 +325,7 @@ class CytonEmulator:
         if cmd == b"v":
             self._streaming = False
             self.gains = [proto.DEFAULT_GAIN] * self.n_channels
+            self.lead_off = set()
             self._eight_channel = False
             self._write(self.reply)
         elif cmd == b"b":
@@ -331,6 +355,15 @@ class CytonEmulator:
                 return
             self.gains[channel - 1] = gain
             self._write(f"Success: Channel set for {channel}".encode() + proto.BANNER_END)
+        elif cmd[:1] == b"z":  # lead-off: z CHANNEL PCHAN NCHAN Z
+            code = chr(cmd[1])
+            daisy_codes = proto.DAISY_CHANNEL_CODES
+            channel = int(code) if code in "12345678" else (daisy_codes.index(code) + 9 if code in daisy_codes else 0)
+            if cmd[4:5] != b"Z" or channel < 1 or channel > self.n_channels or cmd[2:4].strip(b"01"):
+                self._write(b"Failure: invalid lead off command" + proto.BANNER_END)
+                return
+            (self.lead_off.add if cmd[2:3] == b"1" else self.lead_off.discard)(channel)
+            self._write(f"Success: Lead off set for {channel}".encode() + proto.BANNER_END)
         elif cmd[:1] == b"~":
             rates = {v: k for k, v in proto.SAMPLE_RATE_CODES.items()}
             rate = rates.get(chr(cmd[1]))
