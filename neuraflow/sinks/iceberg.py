@@ -26,6 +26,7 @@ import pyarrow as pa
 from neuraflow._validate import check_int, check_positive
 from neuraflow.chunk import Chunk, Event, StreamInfo
 from neuraflow.errors import PipelineDefinitionError, SinkError
+from neuraflow.sinks import _encoding
 
 __all__ = ["Iceberg", "read_chunks", "read_events"]
 
@@ -34,7 +35,7 @@ DEFAULT_WAREHOUSE = "var/warehouse"
 
 _SAMPLE_COLUMNS = (
     "stream_id", "seq", "t0_s", "t0", "recv_s", "sfreq", "n_channels", "n_samples", "data",
-    "channels", "ch_types", "units", "stream_meta", "meta",
+    "channels", "ch_types", "units", "stream_meta", "meta", "codec", "residuals",
 )  # fmt: skip
 _EVENT_COLUMNS = ("stream_id", "t_s", "t", "label", "value", "value_num", "meta")
 
@@ -67,6 +68,7 @@ def _schemas():
         strings(12, "units", 17),
         NestedField(13, "stream_meta", StringType(), required=False, doc="StreamInfo.meta as JSON"),
         NestedField(14, "meta", StringType(), required=False, doc="Chunk.meta as JSON"),
+        *_codec_fields(),
     )
     samples_spec = PartitionSpec(
         PartitionField(source_id=1, field_id=1000, transform=IdentityTransform(), name="stream_id"),
@@ -86,6 +88,18 @@ def _schemas():
         PartitionField(source_id=3, field_id=1001, transform=DayTransform(), name="t_day"),
     )
     return samples, samples_spec, events, events_spec
+
+
+def _codec_fields():
+    """The columns of the integer codec (added to tables created before it, too)."""
+    from pyiceberg.types import IntegerType, ListType, NestedField, StringType
+
+    return (
+        NestedField(18, "codec", StringType(), required=False,
+                    doc="null: `data` holds float32; 'dz': `residuals` holds the samples, see neuraflow.sinks._encoding"),
+        NestedField(19, "residuals", ListType(20, IntegerType(), element_required=True), required=False,
+                    doc="int32 residuals of the native counts, (n_channels * n_samples,)"),
+    )  # fmt: skip
 
 
 # Catalog location ------------------------------------------------------------
@@ -177,7 +191,8 @@ def _micros(t_s: np.ndarray) -> pa.Array:
     return pa.array(np.round(t_s * 1e6).astype(np.int64), pa.timestamp("us", tz="UTC"))
 
 
-def _chunks_to_arrow(chunks: Sequence[Chunk], schema: pa.Schema) -> pa.Table:
+def _chunks_to_arrow(chunks: Sequence[Chunk], schema: pa.Schema) -> tuple[pa.Table, int]:
+    """The rows of ``chunks`` and how many of them hold integer residuals (the rest float32)."""
     n = len(chunks)
     infos: dict[int, int] = {}  # id(StreamInfo) -> row in `distinct`; chunks of a stream share one
     distinct: list[StreamInfo] = []
@@ -190,10 +205,27 @@ def _chunks_to_arrow(chunks: Sequence[Chunk], schema: pa.Schema) -> pa.Table:
         info_rows[i] = k
     take = pa.array(info_rows)
 
-    sizes = np.fromiter((c.data.nbytes for c in chunks), np.int64, n)
+    scales = [_encoding.native_scale(d.meta, d.n_channels) for d in distinct]
+    residuals: list[np.ndarray | None] = []
+    for c, k in zip(chunks, info_rows):
+        scale = scales[k]
+        residuals.append(None if scale is None or c.data.shape[0] != len(scale[0]) else _encoding.encode(c.data, *scale))
+    n_native = sum(r is not None for r in residuals)
+    floats = [c.data.ravel() for c, r in zip(chunks, residuals) if r is None]
+    sizes = np.fromiter((0 if r is not None else c.data.nbytes for c, r in zip(chunks, residuals)), np.int64, n)
     offsets = np.zeros(n + 1, np.int64)
     np.cumsum(sizes, out=offsets[1:])
-    payload = np.concatenate([c.data.ravel() for c in chunks]).astype("<f4", copy=False)
+    payload = (np.concatenate(floats) if floats else np.empty(0, np.float32)).astype("<f4", copy=False)
+    res_sizes = np.fromiter((0 if r is None else r.size for r in residuals), np.int64, n)
+    res_offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(res_sizes, out=res_offsets[1:])
+    res_values = [r for r in residuals if r is not None]
+    res_flat = np.concatenate(res_values) if res_values else np.empty(0, np.int32)
+    is_float = np.fromiter((r is None for r in residuals), bool, n)
+    res_type = schema.field("residuals").type
+    res_array = pa.LargeListArray.from_arrays(
+        pa.array(res_offsets), pa.array(res_flat, pa.int32()), mask=pa.array(is_float)
+    ).cast(res_type)
     data = pa.LargeBinaryArray.from_buffers(
         pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(payload.view(np.uint8))]
     )
@@ -213,8 +245,10 @@ def _chunks_to_arrow(chunks: Sequence[Chunk], schema: pa.Schema) -> pa.Table:
         "units": pa.array([list(d.units) for d in distinct], pa.large_list(pa.large_string())).take(take),
         "stream_meta": pa.array([_json(d.meta) for d in distinct], pa.large_string()).take(take),
         "meta": pa.array([_json(c.meta) for c in chunks], pa.large_string()),
+        "codec": pa.array(np.where(is_float, None, _encoding.CODEC).tolist(), pa.large_string()),
+        "residuals": res_array,
     }
-    return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
+    return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema), n_native
 
 
 def _events_to_arrow(events: Sequence[Event], schema: pa.Schema) -> pa.Table:
@@ -257,6 +291,35 @@ def _payloads(column: pa.ChunkedArray) -> list[tuple[pa.Buffer, int, int]]:
     return out
 
 
+def _list_values(column: pa.ChunkedArray) -> list[np.ndarray | None]:
+    """The int32 values of every row of a list column (``None`` for a null row), as views."""
+    out: list[np.ndarray | None] = []
+    for piece in column.chunks:
+        if len(piece) == 0:
+            continue
+        offsets = piece.offsets.to_numpy()
+        values = piece.values.to_numpy(zero_copy_only=False)
+        valid = piece.is_valid().to_numpy(zero_copy_only=False)
+        out.extend(values[a:b] if ok else None for a, b, ok in zip(offsets[:-1], offsets[1:], valid))
+    return out
+
+
+def _decode_row(codec: str, residuals: np.ndarray | None, shape: tuple[int, int], info: StreamInfo,
+                scales: dict[int, tuple[np.ndarray, np.ndarray] | None], seq: int) -> np.ndarray:  # fmt: skip
+    """float32 samples of one integer-coded row; ``scales`` caches the scale of each StreamInfo."""
+    if id(info) not in scales:
+        scales[id(info)] = _encoding.native_scale(info.meta, info.n_channels)
+    scale = scales[id(info)]
+    if codec != _encoding.CODEC or scale is None or residuals is None or residuals.size != shape[0] * shape[1]:
+        raise SinkError(
+            f"sinks.Iceberg: row {info.stream_id!r} seq={seq} has codec={codec!r} but no matching residuals "
+            f"of shape {shape} or no scale_v_per_count in its stream_meta; cannot decode it."
+        )
+    samples = _encoding.decode(residuals, shape, *scale)
+    samples.flags.writeable = False
+    return samples
+
+
 def _rows_to_chunks(table: pa.Table) -> list[Chunk]:
     """Rebuild chunks in seq order. Data arrays are zero-copy read-only views of the Arrow buffers."""
     if table.num_rows == 0:
@@ -278,6 +341,9 @@ def _rows_to_chunks(table: pa.Table) -> list[Chunk]:
     n_samples = table.column("n_samples").to_numpy()
     metas = table.column("meta").to_pylist()
     payloads = _payloads(table.column("data"))
+    codecs = table.column("codec").to_pylist()
+    residuals = _list_values(table.column("residuals")) if any(codecs) else None
+    scales: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
     out: list[Chunk] = []
     last_seq: int | None = None
     for i in order:
@@ -286,6 +352,12 @@ def _rows_to_chunks(table: pa.Table) -> list[Chunk]:
             continue
         buf, offset, nbytes = payloads[i]
         shape = (int(n_channels[i]), int(n_samples[i]))
+        info = infos[info_of_row[i]]
+        if codecs[i] is not None:
+            out.append(Chunk(_decode_row(codecs[i], residuals[i], shape, info, scales, s), float(t0_s[i]), info, s,
+                             float(recv_s[i]), json.loads(metas[i]) if metas[i] else None))  # fmt: skip
+            last_seq = s
+            continue
         if nbytes != 4 * shape[0] * shape[1]:
             raise SinkError(f"sinks.Iceberg: row seq={s} holds {nbytes} data bytes, expected float32 of shape {shape}.")
         if nbytes == 0:
@@ -293,7 +365,7 @@ def _rows_to_chunks(table: pa.Table) -> list[Chunk]:
         else:
             samples = np.frombuffer(buf, dtype="<f4", count=shape[0] * shape[1], offset=offset).reshape(shape)
         meta = json.loads(metas[i]) if metas[i] else None
-        out.append(Chunk(samples, float(t0_s[i]), infos[info_of_row[i]], s, float(recv_s[i]), meta))
+        out.append(Chunk(samples, float(t0_s[i]), info, s, float(recv_s[i]), meta))
         last_seq = s
     return out
 
@@ -322,10 +394,28 @@ class Iceberg:
         Bound on chunks held between commits. Reaching it forces a commit; if
         that commit fails, further batches are refused with :class:`SinkError`.
     catalog_properties : Mapping or None
-        Extra catalog properties (``s3.endpoint``, ``s3.access-key-id`` ...).
+        Extra catalog properties (``s3.endpoint``, ``s3.access-key-id``,
+        ``s3.secret-access-key``, ``s3.region`` for an ``s3://`` warehouse);
+        used for writing and reading back.
+    compression_level : int
+        zstd level of the Parquet files, 1 to 22. Measured on EEG: levels above 3
+        gain under 1% on integer-coded chunks and cost write time.
 
     Notes
     -----
+    Storage: a stream whose ``info.meta`` carries ``scale_v_per_count`` (a float
+    or one per channel, e.g. the OpenBCI Cyton, or an EDF through
+    :func:`~neuraflow.sinks._encoding.native_scale_from_edf`) and optionally
+    ``offset_v`` is stored as integer residuals of its native counts (``codec``
+    ``'dz'``), provided every sample of the chunk is exactly
+    ``float32(counts * scale + offset)``; any other chunk is stored as float32
+    bytes. Either way :func:`read_chunks` returns the original float32 bits.
+    ``stats()["chunks_native"]`` and ``["chunks_float32"]`` count the two. The
+    sink writes the Parquet files itself (BYTE_STREAM_SPLIT for the residuals,
+    zstd) and registers them with ``add_files``: one file per stream and day
+    and one snapshot per commit. EEGMMIDB S001R06 (64 ch): 5.9x smaller than raw
+    float32, against 2.9x for float32 + zstd (``python -m benchmarks.compression``).
+
     Idempotent on ``(stream_id, seq)``: the seqs already committed are loaded
     from the table at :meth:`open` (columns ``stream_id, seq`` only) and kept as
     ranges, so a restarted sink drops re-sent chunks too; so are duplicates
@@ -353,6 +443,7 @@ class Iceberg:
         flush_every_s: float = 5.0,
         max_buffer_chunks: int = 100_000,
         catalog_properties: Mapping[str, str] | None = None,
+        compression_level: int = 3,
     ) -> None:
         _split_table(table)
         self.table = table
@@ -363,6 +454,11 @@ class Iceberg:
         self.flush_every_s = check_positive("sinks.Iceberg", "flush_every_s", flush_every_s, allow_zero=True)
         self.max_buffer_chunks = check_int("sinks.Iceberg", "max_buffer_chunks", max_buffer_chunks)
         self.catalog_properties = dict(catalog_properties or {})
+        if isinstance(compression_level, bool) or not isinstance(compression_level, int) or not 1 <= compression_level <= 22:
+            raise PipelineDefinitionError(
+                f"sinks.Iceberg: compression_level={compression_level!r} must be an int from 1 to 22 (zstd levels)."
+            )
+        self.compression_level = compression_level
         self._reset_runtime_state()
 
     def _reset_runtime_state(self) -> None:
@@ -375,13 +471,14 @@ class Iceberg:
         self._pending: dict[str, set[int]] = {}
         self._committed: dict[str, _SeqRanges] = {}
         self._last_commit = time.monotonic()
-        self._stats = {"chunks_written": 0, "duplicates_dropped": 0, "commits": 0, "events_written": 0}
+        self._stats = {"chunks_written": 0, "duplicates_dropped": 0, "commits": 0, "events_written": 0,
+                       "chunks_native": 0, "chunks_float32": 0}  # fmt: skip
         self._last_snapshot_id: int | None = None
 
     # The sink travels to its actor pickled; the catalog (an SQLAlchemy engine) does not pickle.
     def __getstate__(self) -> dict[str, Any]:
         keep = ("table", "events_table", "catalog_uri", "warehouse", "catalog_name", "flush_every_s",
-                "max_buffer_chunks", "catalog_properties")  # fmt: skip
+                "max_buffer_chunks", "catalog_properties", "compression_level")  # fmt: skip
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -402,6 +499,7 @@ class Iceberg:
                 catalog.create_namespace_if_not_exists(namespace)
                 samples = catalog.create_table_if_not_exists(self.table, samples_schema, partition_spec=samples_spec)
                 events = catalog.create_table_if_not_exists(self.events_table, events_schema, partition_spec=events_spec)
+                samples = _add_codec_columns(samples)
             except Exception as exc:
                 raise SinkError(
                     f"sinks.Iceberg: cannot open table {self.table!r} in catalog {self.catalog_uri!r} "
@@ -480,7 +578,8 @@ class Iceberg:
 
     # Introspection ----------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """``chunks_written``, ``events_written``, ``duplicates_dropped``, ``commits``,
+        """``chunks_written`` (of which ``chunks_native`` integer-coded and ``chunks_float32``),
+        ``events_written``, ``duplicates_dropped``, ``commits``,
         ``last_snapshot_id`` (of the chunk table) and ``buffered`` (chunks not committed)."""
         with self._lock:
             return {**self._stats, "last_snapshot_id": self._last_snapshot_id, "buffered": len(self._buffer)}
@@ -527,8 +626,10 @@ class Iceberg:
     def _commit(self) -> None:
         """Append the buffers; on failure keep them and raise SinkError naming table and cause."""
         if self._buffer:
-            rows = _chunks_to_arrow(self._buffer, self._samples.schema().as_arrow())
-            self._samples = self._append(self._samples, self.table, rows)
+            rows, n_native = _chunks_to_arrow(self._buffer, self._samples.schema().as_arrow())
+            self._samples = self._append(self._samples, self.table, rows, parquet=True)
+            self._stats["chunks_native"] += n_native
+            self._stats["chunks_float32"] += len(self._buffer) - n_native
             self._last_snapshot_id = self._samples.current_snapshot().snapshot_id
             for sid, seqs in self._pending.items():
                 if seqs:
@@ -544,17 +645,28 @@ class Iceberg:
             self._event_buffer = []
         self._last_commit = time.monotonic()
 
-    def _append(self, table, name: str, rows: pa.Table):
+    def _append(self, table, name: str, rows: pa.Table, *, parquet: bool = False):
+        """One commit of ``rows``: ``table.append``, or (``parquet``) our own files + ``add_files``."""
         from pyiceberg.exceptions import CommitFailedException
 
+        paths: list[str] = []
         try:
+            if parquet:
+                paths = _write_parquet(table, rows, self.compression_level)
             try:
-                table.append(rows)
+                if parquet:
+                    table.add_files(paths, check_duplicate_files=False)
+                else:
+                    table.append(rows)
             except CommitFailedException:
                 # Another writer committed first: reload the metadata and try once more.
                 table = self._catalog.load_table(name)
-                table.append(rows)
+                if parquet:
+                    table.add_files(paths, check_duplicate_files=False)
+                else:
+                    table.append(rows)
         except Exception as exc:
+            _delete_quietly(table, paths)  # files of a failed commit are never referenced
             try:
                 table = self._catalog.load_table(name)  # drop any half-applied local metadata
             except Exception:  # noqa: BLE001 - the append error below is the one to report
@@ -564,6 +676,58 @@ class Iceberg:
                 f"({type(exc).__name__}: {exc}); the rows stay buffered and the next flush retries."
             ) from exc
         return table
+
+
+def _add_codec_columns(samples):
+    """A chunk table created before the integer codec gets its two (optional) columns."""
+    names = set(samples.schema().column_names)
+    if {"codec", "residuals"} <= names or not set(_SAMPLE_COLUMNS[:-2]) <= names:
+        return samples  # up to date, or not ours (open() says so)
+    from pyiceberg.types import IntegerType, ListType
+
+    with samples.update_schema() as update:
+        update.add_column("codec", _codec_fields()[0].field_type, doc=_codec_fields()[0].doc)
+        update.add_column("residuals", ListType(1, IntegerType(), element_required=True), doc=_codec_fields()[1].doc)
+    return samples
+
+
+# Parquet files of our own ------------------------------------------------------------
+def _write_parquet(table, rows: pa.Table, compression_level: int) -> list[str]:
+    """Write ``rows`` as one Parquet file per (stream_id, day) partition; return their paths.
+
+    pyiceberg's own writer cannot choose encodings: integer residuals are written
+    with BYTE_STREAM_SPLIT (no dictionary), everything with zstd at ``compression_level``.
+    """
+    import uuid
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    day = pc.divide(rows.column("t0").cast(pa.int64()), 86_400_000_000).to_numpy()  # floor: t0 > 1970
+    sid = _codes(rows.column("stream_id"))
+    keys = sid.astype(np.int64) * (1 << 32) + (day - day.min())
+    location = table.location().rstrip("/")
+    dictionary = [name for name in rows.schema.names if name not in ("data", "residuals", "seq", "t0_s", "t0", "recv_s")]
+    paths = []
+    distinct = np.unique(keys)
+    for key in distinct:
+        part = rows if len(distinct) == 1 else rows.take(pa.array(np.flatnonzero(keys == key)))
+        path = f"{location}/data/{uuid.uuid4().hex}.parquet"
+        with table.io.new_output(path).create(overwrite=False) as stream:
+            pq.write_table(
+                part, stream, compression="zstd", compression_level=compression_level, use_dictionary=dictionary,
+                column_encoding={"residuals.list.element": "BYTE_STREAM_SPLIT"}, row_group_size=1 << 20,
+            )  # fmt: skip
+        paths.append(path)
+    return paths
+
+
+def _delete_quietly(table, paths: Sequence[str]) -> None:
+    for path in paths:
+        try:
+            table.io.delete(path)
+        except Exception:  # noqa: BLE001 - best effort: the store may be the thing that failed
+            pass
 
 
 # Reading back ------------------------------------------------------------------------

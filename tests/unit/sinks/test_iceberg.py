@@ -218,7 +218,7 @@ def test_failed_commit_keeps_the_buffer_and_names_the_table(make_sink, where, mo
         raise OSError("disk full")
 
     with monkeypatch.context() as patch:
-        patch.setattr(Table, "append", broken)
+        patch.setattr(Table, "add_files", broken)
         with pytest.raises(SinkError, match=r"nf\.samples.*disk full") as info:
             sink.flush()
         assert isinstance(info.value.__cause__, OSError)
@@ -235,7 +235,7 @@ def test_full_buffer_and_failing_commit_refuses_the_batch(make_sink, where, monk
     sink = make_sink(max_buffer_chunks=10)
     sink.write_batch(chunks[:6])
     with monkeypatch.context() as patch:
-        patch.setattr(Table, "append", lambda self, *a, **k: (_ for _ in ()).throw(OSError("no space")))
+        patch.setattr(Table, "add_files", lambda self, *a, **k: (_ for _ in ()).throw(OSError("no space")))
         with pytest.raises(SinkError, match="full") as info:
             sink.write_batch(chunks[6:12])
         assert isinstance(info.value.__cause__, SinkError)
@@ -322,3 +322,153 @@ def test_seq_ranges_match_a_set(rng):
     bulk = _SeqRanges()
     bulk.add_sorted(np.array(sorted(reference)))
     assert (bulk.starts, bulk.ends) == (ranges.starts, ranges.ends)
+
+
+# Integer coding of native counts ----------------------------------------------------
+def counts_stream(stream_id: str, n_chunks: int, meta: dict, *, size: int = 32, seed: int = 3) -> list[Chunk]:
+    """Chunks whose float32 samples are exactly ``counts * scale + offset`` (an ADC's output)."""
+    n_channels = 5
+    scale = np.broadcast_to(np.asarray(meta["scale_v_per_count"], np.float64), (n_channels,))[:, None]
+    offset = np.broadcast_to(np.asarray(meta.get("offset_v", 0.0), np.float64), (n_channels,))[:, None]
+    walk = np.cumsum(np.random.default_rng(seed).integers(-40, 41, (n_channels, n_chunks * size)), axis=1)
+    data = (walk * scale + offset).astype(np.float32)
+    info = StreamInfo(stream_id, 250.0, tuple(f"c{i}" for i in range(n_channels)), meta=meta)
+    return chunks_from_array(data, info, [size] * n_chunks, t0_s=T0)
+
+
+def parquet_files(where) -> list:
+    import pyarrow.parquet as pq
+
+    catalog = _load_catalog("neuraflow", where["catalog_uri"], where["warehouse"], None)
+    table = catalog.load_table(TABLE)
+    return [pq.ParquetFile(t.file.file_path.removeprefix("file://")) for t in table.scan().plan_files()]
+
+
+def residuals_column(file) -> int:
+    group = file.metadata.row_group(0)
+    (index,) = [i for i in range(group.num_columns) if group.column(i).path_in_schema == "residuals.list.element"]
+    return index
+
+
+@pytest.mark.parametrize("meta", [
+    {"scale_v_per_count": 2.2351741e-08},  # one scale (OpenBCI Cyton at gain 24)
+    {"scale_v_per_count": [1e-6, 2e-6, 0.5e-6, 1e-7, 3e-6], "offset_v": [0.0, 1e-3, -2e-3, 0.0, 5e-4]},
+])  # fmt: skip
+def test_native_counts_are_stored_as_integers_and_read_back_bit_exact(make_sink, where, meta):
+    chunks = counts_stream("adc", 40, meta)
+    sink = make_sink()
+    sink.write_batch(chunks)
+    sink.flush()
+    assert sink.stats()["chunks_native"] == 40 and sink.stats()["chunks_float32"] == 0
+    assert_same_chunks(read(where, "adc"), chunks)
+    (file,) = parquet_files(where)
+    column = residuals_column(file)
+    chunk_meta = file.metadata.row_group(0).column(column)
+    assert chunk_meta.path_in_schema == "residuals.list.element"
+    assert "BYTE_STREAM_SPLIT" in chunk_meta.encodings and chunk_meta.compression == "ZSTD"
+    assert file.read(columns=["codec"]).column("codec").to_pylist() == ["dz"] * 40
+
+
+def test_chunks_off_the_grid_fall_back_to_float32(make_sink, where):
+    meta = {"scale_v_per_count": 1e-6}
+    chunks = counts_stream("adc", 6, meta)
+    odd = chunks[1].data.copy()
+    odd[2, 3] += np.float32(1e-7)  # between two counts
+    nan = chunks[3].data.copy()
+    nan[0, 0] = np.nan
+    neg0 = chunks[4].data.copy()
+    neg0[1, 1] = -0.0  # decodes as +0.0: not bit-exact, so float32
+    chunks[1], chunks[3], chunks[4] = chunks[1].replace(data=odd), chunks[3].replace(data=nan), chunks[4].replace(data=neg0)
+    sink = make_sink()
+    sink.write_batch(chunks)
+    sink.flush()
+    assert sink.stats()["chunks_native"] == 3 and sink.stats()["chunks_float32"] == 3
+    assert_same_chunks(read(where, "adc"), chunks)
+
+
+@pytest.mark.parametrize("meta", [
+    {"scale_v_per_count": [1e-6, 1e-6]},  # wrong length (e.g. the Cyton's accelerometer channels)
+    {"scale_v_per_count": 0.0}, {"scale_v_per_count": "x"}, {"scale_v_per_count": 1e-6, "offset_v": float("inf")},
+])  # fmt: skip
+def test_unusable_scales_store_float32(make_sink, where, meta):
+    chunks = counts_stream("adc", 3, {"scale_v_per_count": 1e-6})
+    chunks = [c.replace(info=c.info.replace(meta=meta)) for c in chunks]
+    sink = make_sink()
+    sink.write_batch(chunks)
+    sink.flush()
+    assert sink.stats()["chunks_float32"] == 3
+    assert_same_chunks(read(where, "adc"), chunks)
+
+
+def test_encode_decode_every_shape_and_extreme(rng):
+    from neuraflow.sinks import _encoding
+
+    scale, offset = np.array([[1e-6], [2.2351741e-08], [2.0]]), np.zeros((3, 1))
+    for shape in ((3, 0), (3, 1), (3, 7), (3, 1000)):
+        counts = rng.integers(-(2**23), 2**23, shape)  # a 24-bit ADC
+        if shape[1]:
+            counts[:, 0] = [2**23 - 1, -(2**23), 0]
+        data = (counts * scale + offset).astype(np.float32)
+        res = _encoding.encode(data, scale, offset)
+        assert res is not None and res.dtype == np.int32 and res.size == data.size
+        back = _encoding.decode(res, shape, scale, offset)
+        assert np.array_equal(back.view(np.uint32), data.view(np.uint32))
+    assert _encoding.encode(np.full((3, 2), 2.0**28 * 2e-6, np.float32), scale, offset) is None  # beyond 2**27 counts
+
+
+def test_compression_level_is_validated():
+    for bad in (0, 23, 2.5, True):
+        with pytest.raises(PipelineDefinitionError, match="compression_level"):
+            Iceberg(compression_level=bad)
+
+
+def test_table_without_codec_columns_gets_them(where):
+    from neuraflow.sinks.iceberg import _schemas
+    from pyiceberg.schema import Schema
+
+    samples, spec, _, _ = _schemas()
+    old = Schema(*[f for f in samples.fields if f.name not in ("codec", "residuals")])
+    catalog = _load_catalog("neuraflow", where["catalog_uri"], where["warehouse"], None)
+    catalog.create_namespace("nf")
+    catalog.create_table(TABLE, old, partition_spec=spec)
+    sink = Iceberg(TABLE, flush_every_s=1e9, **where)
+    sink.open()
+    chunks = counts_stream("adc", 4, {"scale_v_per_count": 1e-6})
+    sink.write_batch(chunks)
+    sink.close()
+    assert {"codec", "residuals"} <= set(catalog.load_table(TABLE).schema().column_names)
+    assert_same_chunks(read(where, "adc"), chunks)
+
+
+def test_edf_digital_values_compress_at_least_5x(make_sink, where, eegmmidb_edf):
+    from neuraflow.devices import FilePlayback
+    from neuraflow.sinks._encoding import native_scale_from_edf
+
+    device = FilePlayback(eegmmidb_edf, stream_id="edf", chunk_size=32, realtime=False, start_s=T0)
+    info = device.info.replace(meta={**device.info.meta, **native_scale_from_edf(eegmmidb_edf)})
+    device.open()
+    chunks = []
+    for seq in range(device.n_samples_total // 32):
+        chunks.append(device.read(0.0).replace(info=info, seq=seq))
+    device.close()
+    sink = make_sink()
+    sink.write_batch(chunks)
+    sink.flush()
+    assert sink.stats()["chunks_native"] == len(chunks)  # every EDF sample is a digital value
+    assert_same_chunks(read(where, "edf"), chunks)
+    raw_bytes = sum(c.data.nbytes for c in chunks)
+    (file,) = parquet_files(where)
+    column = residuals_column(file)
+    stored = sum(file.metadata.row_group(g).column(column).total_compressed_size for g in range(file.num_row_groups))
+    assert raw_bytes / stored >= 5.0, raw_bytes / stored
+
+
+def test_native_scale_from_edf_rejects_other_files(tmp_path, eegmmidb_edf):
+    from neuraflow.sinks._encoding import native_scale_from_edf
+
+    with pytest.raises(ValueError, match="edf"):
+        native_scale_from_edf(tmp_path / "x.fif")
+    with pytest.raises(ValueError, match="picks"):
+        native_scale_from_edf(eegmmidb_edf, picks=["nope"])
+    meta = native_scale_from_edf(eegmmidb_edf, picks=["Fc5.", "Cz.."])
+    assert meta == {"scale_v_per_count": [1e-6, 1e-6], "offset_v": [0.0, 0.0]}
