@@ -30,6 +30,8 @@ from neuraflow.chunk import Chunk
 from neuraflow.config import NeuraflowSettings
 from neuraflow.errors import NeuraflowError
 from neuraflow.graph.loader import available_pipelines, load_plan
+from neuraflow.serve.data_routes import register_data_routes
+from neuraflow.serve.device_routes import register_device_routes
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +178,10 @@ def build_app(settings: NeuraflowSettings, engine: Any) -> FastAPI:
     @app.get("/metrics", summary="Throughput, latency, drops per pipeline, stream and step")
     def metrics() -> dict[str, Any]:
         return {name: _finite(h.metrics()) for name, h in handles().items()}
+
+    # stored data and device management; registered before the catch-all route below
+    register_data_routes(app, settings)
+    register_device_routes(app, settings)
 
     @app.get("/{route:path}", summary="Outputs exposed with Pipeline.expose(route=...)")
     def exposed(route: str, seconds: float = Query(1.0, gt=0, le=3600)) -> Any:
