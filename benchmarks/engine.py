@@ -108,11 +108,17 @@ def fused_efficiency(n_devices: int, ticks: int = 48, rounds: int = 4) -> Effici
 
 
 def bench_settings(*, num_cpus: int, devices_per_group: int | None = None, mode: str = "realtime") -> NeuraflowSettings:
-    """Defaults plus: local Ray with ``num_cpus`` CPUs, namespace ``neuraflow-bench``, the given mode."""
+    """Defaults plus: local Ray with ``num_cpus`` CPUs, namespace ``neuraflow-bench``, the given mode.
+
+    Plan rewrites are off: the engine then does exactly the bare loop's work (the
+    incremental runs ask for ``ops.sliding_band_power`` explicitly).
+    """
     base = NeuraflowSettings()
     return base.model_copy(update={
         "ray": base.ray.model_copy(update={"num_cpus": num_cpus, "namespace": NAMESPACE, "dashboard": False}),
-        "runtime": base.runtime.model_copy(update={"mode": mode, "devices_per_group": devices_per_group}),
+        "runtime": base.runtime.model_copy(
+            update={"mode": mode, "devices_per_group": devices_per_group, "optimize": False}
+        ),
     })
 
 

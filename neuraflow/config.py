@@ -73,6 +73,7 @@ class RuntimeSettings(_Section):
     reconnect_max_s: PositiveFloat = 5.0
     checkpoint_every_s: PositiveFloat = 1.0
     max_restarts: Annotated[int, Field(ge=-1)] = -1  # -1: restart forever (Ray's convention)
+    optimize: bool = True  # apply neuraflow.graph.optimize rewrites (same outputs, less CPU)
 
     @model_validator(mode="after")
     def _check_reconnect(self) -> RuntimeSettings:

@@ -22,6 +22,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from neuraflow.config import NeuraflowSettings
 from neuraflow.errors import PipelineDefinitionError
+from neuraflow.graph.optimize import optimize
 from neuraflow.graph.plan import LogicalPlan
 from neuraflow.runtime.actors import ControllerActor, DeviceGroupWorker
 from neuraflow.runtime.options import loop_options, slot_options
@@ -132,6 +133,8 @@ class Engine:
 
     def start(self, plan: LogicalPlan, *, mode: str | None = None) -> PipelineHandle:
         """Create the controller and workers of ``plan`` and start streaming."""
+        if self.settings.runtime.optimize:
+            plan = optimize(plan)
         name = controller_name(plan.name)
         try:
             ray.get_actor(name, namespace=self.namespace)

@@ -1,0 +1,42 @@
+"""Plan rewrites keep every output (within float32 tolerance) and apply only where safe."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from neuraflow import Pipeline, devices, ops, sinks
+from neuraflow.graph.optimize import optimize
+from neuraflow.runtime.local import run_local
+
+BANDS = {"alpha": (8.0, 13.0), "beta": (13.0, 30.0)}
+
+
+def _pipeline(*, window_also_stored: bool = False) -> Pipeline:
+    p = Pipeline("opt")
+    devs = [devices.Synthetic(f"s{i}", n_channels=4, sfreq=250.0, chunk_size=25, seed=i, realtime=False)
+            for i in range(2)]
+    clean = p.source("eeg", devs).then("bandpass", ops.bandpass(1.0, 40.0))
+    window = clean.then("window", ops.sliding_window(1.0, 0.2))
+    window.then("power", ops.log_band_power(BANDS)).to("mem", sinks.MemorySink())
+    if window_also_stored:
+        window.to("mem")
+    return p
+
+
+def test_window_band_power_becomes_one_sliding_dft_step_with_equal_outputs() -> None:
+    plan = _pipeline().build()
+    fused = optimize(plan)
+    assert "window" not in fused.nodes and fused.nodes["power"].op.kind == "sliding_band_power"
+    assert fused.stream_infos["power"] == plan.stream_infos["power"]
+    a = run_local(plan, duration_s=0.3).call_sink("mem", "chunks", "s1/power")
+    b = run_local(fused, duration_s=0.3).call_sink("mem", "chunks", "s1/power")
+    n = min(len(a), len(b))
+    assert n > 20
+    for x, y in zip(a[:n], b[:n]):
+        assert (x.seq, x.t0_s, x.channels) == (y.seq, y.t0_s, y.channels)
+        np.testing.assert_allclose(x.data, y.data, rtol=1e-5, atol=1e-6)
+
+
+def test_window_consumed_elsewhere_is_left_alone() -> None:
+    plan = _pipeline(window_also_stored=True).build()
+    assert optimize(plan) is plan
