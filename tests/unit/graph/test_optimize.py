@@ -28,7 +28,7 @@ def test_window_band_power_becomes_one_sliding_dft_step_with_equal_outputs() -> 
     fused = optimize(plan)
     assert "window" not in fused.nodes and fused.nodes["power"].op.kind == "sliding_band_power"
     assert fused.stream_infos["power"] == plan.stream_infos["power"]
-    a = run_local(plan, duration_s=0.3).call_sink("mem", "chunks", "s1/power")
+    a = run_local(plan, duration_s=0.3, optimize=False).call_sink("mem", "chunks", "s1/power")
     b = run_local(fused, duration_s=0.3).call_sink("mem", "chunks", "s1/power")
     n = min(len(a), len(b))
     assert n > 20
