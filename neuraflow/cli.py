@@ -19,6 +19,7 @@ from typing import Any
 from neuraflow.config import NeuraflowSettings, load_settings
 from neuraflow.devices.cli import add_parser as add_devices_parser
 from neuraflow.errors import NeuraflowError, PipelineDefinitionError
+from neuraflow.storage.cli import add_parser as add_export_parser
 
 log = logging.getLogger("neuraflow")
 
@@ -190,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--detach", action="store_true", help="return once the service is up")
     srv.set_defaults(func=cmd_serve)
     add_devices_parser(sub)
+    add_export_parser(sub)
     return parser
 
 

@@ -32,6 +32,7 @@ from neuraflow.errors import NeuraflowError
 from neuraflow.graph.loader import available_pipelines, load_plan
 from neuraflow.serve.data_routes import register_data_routes
 from neuraflow.serve.device_routes import register_device_routes
+from neuraflow.serve.export_routes import register_export_routes
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,7 @@ def build_app(settings: NeuraflowSettings, engine: Any) -> FastAPI:
     # stored data and device management; registered before the catch-all route below
     register_data_routes(app, settings)
     register_device_routes(app, settings)
+    register_export_routes(app, settings)
 
     @app.get("/{route:path}", summary="Outputs exposed with Pipeline.expose(route=...)")
     def exposed(route: str, seconds: float = Query(1.0, gt=0, le=3600)) -> Any:
