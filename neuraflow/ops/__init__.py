@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from neuraflow.ops.artifacts import amplitude_guard, blink_detector, emg_detector, eog_regression, fit_eog_regression
+from neuraflow.ops.asr import AsrCalibration, asr, fit_asr
 from neuraflow.ops.base import BoundOp, OpSpec, run_offline
 from neuraflow.ops.connectivity import pac_modulation_index, spectral_connectivity
 from neuraflow.ops.channels import pick_channels, rereference
@@ -30,8 +32,10 @@ from neuraflow.ops.resample import resample
 from neuraflow.ops.registry import ModelIntegrityError, ModelRegistry
 from neuraflow.ops.spectra import band_power, morlet_power, multitaper_psd, peak_frequency, spectral_edge, welch_psd
 from neuraflow.ops.spectral import sliding_band_power
+from neuraflow.ops.spikes import bin_counts, threshold_spikes
 from neuraflow.ops.temporal import temporal_features
 from neuraflow.ops.windows import sliding_window
+from neuraflow.sync.clock import dejitter
 
 
 def _example_classifier() -> OpSpec:
@@ -40,7 +44,18 @@ def _example_classifier() -> OpSpec:
     return onnx_model(logistic_regression_onnx(weights, np.array([0.1, 0.0, -0.1]), class_names=("a", "b", "c")))
 
 
+def _example_asr() -> OpSpec:
+    # Calibrated on 30 s of seeded 4-channel noise at 250 Hz (the contract stream's shape and scale).
+    clean = 20e-6 * np.random.default_rng(0).standard_normal((4, 7500))
+    return asr(fit_asr(clean, 250.0, cutoff=5.0), step=16)
+
+
 REGISTRY: dict[str, Callable[[], OpSpec]] = {
+    "eog_regression": lambda: eog_regression(["ch0"], calibration_s=1.0),
+    "blink_detector": lambda: blink_detector(["ch0", "ch1"], z=3.0, calibration_s=0.5),
+    "emg_detector": lambda: emg_detector(ratio_threshold=0.5, action="suppress"),
+    "amplitude_guard": lambda: amplitude_guard(50e-6, 120e-6, window_s=0.2, action="drop"),
+    "asr": _example_asr,
     "bandpass": lambda: bandpass(1.0, 40.0, order=4),
     "notch": lambda: notch((50.0, 60.0), quality=30.0),
     "sliding_window": lambda: sliding_window(0.5, 0.1),
@@ -69,9 +84,20 @@ REGISTRY: dict[str, Callable[[], OpSpec]] = {
     ),
     "spectral_connectivity": lambda: spectral_connectivity("wpli", {"alpha": (8.0, 13.0)}, nperseg_s=0.25),
     "pac_modulation_index": lambda: pac_modulation_index((4.0, 8.0), (30.0, 45.0), pairs=[("ch0", "ch1")]),
+    "dejitter": lambda: dejitter(latency_s=0.002, min_span_s=0.5, block_s=0.25, window_s=2.0),
+    "threshold_spikes": lambda: threshold_spikes("mad", 4.5, refractory_s=0.01, calibration_s=0.2, running=True),
+    "bin_counts": lambda: bin_counts(0.02),
 }
 
 __all__ = [
+    "AsrCalibration",
+    "amplitude_guard",
+    "asr",
+    "blink_detector",
+    "emg_detector",
+    "eog_regression",
+    "fit_asr",
+    "fit_eog_regression",
     "welch_psd",
     "temporal_features",
     "spectral_edge",
@@ -81,6 +107,8 @@ __all__ = [
     "multitaper_psd",
     "morlet_power",
     "band_power",
+    "bin_counts",
+    "threshold_spikes",
     "REGISTRY",
     "BoundOp",
     "ModelIntegrityError",
@@ -88,6 +116,7 @@ __all__ = [
     "OpSpec",
     "bandpass",
     "dc_block",
+    "dejitter",
     "detrend",
     "epochs",
     "filter_bank",

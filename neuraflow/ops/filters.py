@@ -42,10 +42,13 @@ class SosState:
         Second-order sections, read-only (shared by every stream with the same design).
     zi : ndarray, shape (n_sections, n_channels, 2), float64
         Delay line after the last sample seen, read-only.
+    sfreq : float or None
+        Sampling rate the design is for, Hz; a chunk at another rate is refused.
     """
 
     sos: np.ndarray
     zi: np.ndarray
+    sfreq: float | None = None
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -92,10 +95,15 @@ def _design_notch(freqs: tuple[float, ...], quality: float, sfreq: float) -> np.
 def _init(first: Chunk, *, design) -> SosState:
     sos = design(first.sfreq)
     zi = np.zeros((sos.shape[0], first.n_channels, 2), dtype=np.float64)
-    return SosState(sos=sos, zi=_readonly(zi))
+    return SosState(sos=sos, zi=_readonly(zi), sfreq=first.sfreq)
 
 
 def _check_chunk(state: SosState, chunk: Chunk) -> None:
+    if state.sfreq is not None and chunk.sfreq != state.sfreq:
+        raise StreamMismatchError(
+            f"stream {chunk.stream_id!r}: chunk at sfreq={chunk.sfreq!r} Hz, the filter was "
+            f"designed for {state.sfreq!r} Hz."
+        )
     if chunk.n_channels != state.zi.shape[1]:
         raise StreamMismatchError(
             f"stream {chunk.stream_id!r}: chunk has {chunk.n_channels} channels, "
@@ -109,6 +117,22 @@ def _sosfilt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray
     return signal.sosfilt(np.array(sos), x, zi=zi)
 
 
+def _reset_nonfinite(zf: np.ndarray) -> tuple[np.ndarray, int]:
+    """NaN policy: a channel whose delay line went non-finite restarts from rest.
+
+    An IIR filter fed a NaN would output NaN forever; instead the NaN samples
+    (and the filter's response to them) stay NaN in that chunk's output, and the
+    channel's state restarts at zero, so later clean chunks are finite again.
+    Returns the repaired state and the number of channels reset.
+    """
+    bad = ~np.isfinite(zf).all(axis=(0, 2))
+    if not bad.any():
+        return zf, 0
+    zf = zf.copy()
+    zf[:, bad, :] = 0.0
+    return zf, int(bad.sum())
+
+
 def _with_data(chunk: Chunk, data: np.ndarray) -> Chunk:
     # Same as chunk.replace(data=...), without dataclasses.replace's per-call field scan
     # (it dominated step_batch over hundreds of streams).
@@ -120,8 +144,12 @@ def _step(state: SosState, chunk: Chunk) -> tuple[SosState, list[Chunk]]:
     if chunk.n_samples == 0:
         return state, [chunk]
     y, zf = _sosfilt(state.sos, chunk.data, state.zi)
-    new_state = SosState(sos=state.sos, zi=_readonly(zf))
-    return new_state, [_with_data(chunk, y.astype(np.float32))]
+    zf, n_reset = _reset_nonfinite(zf)
+    new_state = SosState(sos=state.sos, zi=_readonly(zf), sfreq=state.sfreq)
+    out = _with_data(chunk, y.astype(np.float32))
+    if n_reset:
+        out = out.replace(meta={**chunk.meta, "filter_resets": n_reset})
+    return new_state, [out]
 
 
 def _step_batch(states: Sequence[SosState], chunks: Sequence[Chunk]) -> tuple[list[SosState], list[list[Chunk]]]:
@@ -146,12 +174,16 @@ def _step_batch(states: Sequence[SosState], chunks: Sequence[Chunk]) -> tuple[li
         x = np.concatenate([chunks[i].data for i in members], axis=0)
         zi = np.concatenate([states[i].zi for i in members], axis=1)
         y, zf = _sosfilt(states[members[0]].sos, x, zi)
+        if not np.isfinite(zf).all():  # rare: redo the affected streams one by one
+            for i in members:
+                new_states[i], outputs[i] = _step(states[i], chunks[i])
+            continue
         y32 = y.astype(np.float32)
         _readonly(zf)
         start = 0
         for i in members:
             stop = start + chunks[i].n_channels
-            new_states[i] = SosState(sos=states[i].sos, zi=zf[:, start:stop])
+            new_states[i] = SosState(sos=states[i].sos, zi=zf[:, start:stop], sfreq=states[i].sfreq)
             outputs[i] = [_with_data(chunks[i], y32[start:stop])]
             start = stop
     return new_states, outputs
