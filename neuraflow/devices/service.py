@@ -9,6 +9,9 @@ own. Kinds::
     {"kind": "cyton", "port": "/dev/ttyUSB0", "daisy": false, "options": {"stall_timeout_s": 1.0}}
     {"kind": "lsl", "name": "OpenBCI_EEG", "resolve_timeout_s": 2.0}
     {"kind": "synthetic", "n_channels": 8, "sfreq": 250.0}
+    {"kind": "ganglion", "address": "C4:E1:A0:12:34:56"}       {"kind": "muse", "address": "00:55:DA:B0:12:34"}
+    {"kind": "wifi", "shield": "192.168.4.1"}
+    {"kind": "tcp", "host": "10.0.0.5", "port": 5000, "frame_format": {"n_channels": 8, "sfreq": 500, "dtype": ">i3"}}
 
 The health record of a device (:meth:`DeviceManager.status`): ``state``
 (``disconnected``, ``connecting``, ``connected``, ``reconnecting``,
@@ -91,17 +94,63 @@ def _synthetic(**kw: Any):
     return Synthetic(**kw)
 
 
+def _ganglion(**kw: Any):
+    from neuraflow.devices.ble import Ganglion
+
+    return Ganglion(**kw)
+
+
+def _muse(**kw: Any):
+    from neuraflow.devices.ble import Muse
+
+    return Muse(**kw)
+
+
+def _wifi(**kw: Any):
+    from neuraflow.devices.openbci import CytonOptions
+    from neuraflow.devices.openbci.wifi import OpenBCIWifi
+
+    if isinstance(kw.get("options"), Mapping):
+        try:
+            kw["options"] = CytonOptions(**kw["options"])
+        except TypeError as exc:
+            raise SpecError("options", f"{_WHERE}: options: {exc}") from None
+    return OpenBCIWifi(**kw)
+
+
+def _tcp(**kw: Any):
+    from neuraflow.devices.tcp import FrameFormat, TcpFrameDevice
+
+    fmt = kw.get("frame_format")
+    if isinstance(fmt, Mapping):
+        fmt = dict(fmt)
+        if isinstance(fmt.get("header"), str):
+            fmt["header"] = bytes.fromhex(fmt["header"])
+        try:
+            kw["frame_format"] = FrameFormat(**fmt)
+        except TypeError as exc:
+            raise SpecError("frame_format", f"{_WHERE}: frame_format: {exc}") from None
+    return TcpFrameDevice(**kw)
+
+
 def _signature_of(kind: str):
+    from neuraflow.devices.ble import Ganglion, Muse
     from neuraflow.devices.lsl import LSLInlet
     from neuraflow.devices.openbci import OpenBCICyton
+    from neuraflow.devices.openbci.wifi import OpenBCIWifi
     from neuraflow.devices.synthetic import Synthetic
+    from neuraflow.devices.tcp import TcpFrameDevice
 
-    return inspect.signature({"cyton": OpenBCICyton, "lsl": LSLInlet, "synthetic": Synthetic}[kind].__init__)
+    classes = {"cyton": OpenBCICyton, "lsl": LSLInlet, "synthetic": Synthetic, "ganglion": Ganglion, "muse": Muse,
+               "wifi": OpenBCIWifi, "tcp": TcpFrameDevice}
+    return inspect.signature(classes[kind].__init__)
 
 
-KINDS = {"cyton": _cyton, "lsl": _lsl, "synthetic": _synthetic}
+KINDS = {"cyton": _cyton, "lsl": _lsl, "synthetic": _synthetic, "ganglion": _ganglion, "muse": _muse,
+         "wifi": _wifi, "tcp": _tcp}
 """Device kinds a spec may name, and their builders."""
-_REQUIRED = {"cyton": ("port",), "lsl": (), "synthetic": ()}
+_REQUIRED = {"cyton": ("port",), "lsl": (), "synthetic": (), "ganglion": ("address",), "muse": ("address",),
+             "wifi": ("shield",), "tcp": ("host", "port", "frame_format")}
 
 
 def validate_spec(spec: Any) -> tuple[str, dict[str, Any]]:

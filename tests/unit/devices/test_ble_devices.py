@@ -1,0 +1,178 @@
+"""Muse and Ganglion devices through bleak's BleakClient with the fake backend at the lowest layer.
+
+No Bluetooth, no network, no Ray: the fake peripheral's notifications run on the
+device's own asyncio loop thread.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+import numpy as np
+import pytest
+
+from neuraflow.chunk import Chunk
+from neuraflow.devices import Device
+from neuraflow.devices.ble import Ganglion, Muse
+from neuraflow.devices.ble import decoders as dec
+from neuraflow.devices.ble.fake_backend import FakeBackend, FakeGanglion, FakeMuse, register, unregister
+from neuraflow.errors import DeviceError, PipelineDefinitionError
+
+
+@pytest.fixture
+def muse():
+    p = register(FakeMuse("00:55:DA:B0:00:10", speed=4.0))
+    yield p
+    unregister(p.address)
+
+
+@pytest.fixture
+def ganglion():
+    p = register(FakeGanglion("C4:E1:A0:00:00:20", speed=4.0))
+    yield p
+    unregister(p.address)
+
+
+def collect(dev, n_samples: int, timeout_s: float = 5.0) -> list[Chunk]:
+    chunks, got, deadline = [], 0, time.monotonic() + timeout_s
+    while got < n_samples:
+        assert time.monotonic() < deadline, f"only {got} of {n_samples} samples in {timeout_s} s"
+        chunk = dev.read(0.1)
+        if chunk is not None:
+            chunks.append(chunk)
+            got += chunk.n_samples
+    return chunks
+
+
+def read_until_error(dev, timeout_s: float = 3.0) -> DeviceError:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            dev.read(0.1)
+        except DeviceError as exc:
+            return exc
+    raise AssertionError("no DeviceError")
+
+
+def muse_counts(chunk: Chunk) -> np.ndarray:
+    return np.rint(chunk.data.astype(np.float64) / (dec.MUSE_UV_PER_COUNT * 1e-6) + 2048).astype(np.int64)
+
+
+def test_muse_streams_bit_exact_through_bleak_client(muse):
+    muse.speed = 1.0  # real rate: faster, samples outrun the host clock and the anchor keeps moving
+    dev = Muse(muse.address, backend=FakeBackend, chunk_size=24)
+    assert isinstance(dev, Device) and dev.blocking
+    dev.open()
+    chunks = collect(dev, 240)
+    dev.close()
+    dev.close()  # idempotent
+    control = [data for uuid, data in muse.writes if uuid == dec.MUSE_CONTROL]
+    assert control == [b"\x02h\n", b"\x04p21\n", b"\x02s\n", b"\x02d\n", b"\x02h\n"] and not muse.streaming
+    assert chunks[0].info.channels == ("TP9", "AF7", "AF8", "TP10", "AUX") and chunks[0].sfreq == 256.0
+    for chunk in chunks:
+        start = chunk.meta["sample_index"]
+        np.testing.assert_array_equal(muse_counts(chunk), FakeMuse.counts(start, start + chunk.n_samples))
+    assert chunks[0].n_samples == 24 and chunks[0].info.units == ("V",) * 5
+    times = np.concatenate([c.times_s for c in chunks])
+    # index clock: no arrival jitter (only sub-ms causality corrections of the anchor)
+    np.testing.assert_allclose(np.diff(times), 1 / 256.0, atol=1e-3)
+    assert times[-1] <= time.time()
+
+
+def test_muse_lost_notifications_become_drop_events(muse):
+    dev = Muse(muse.address, backend="fake", aux=False, preset=None)
+    dev.open()
+    chunks = collect(dev, 48)
+    muse.drop_next(5 * 2 + 2)  # two whole indices, then two channels of a third
+    chunks += collect(dev, 60)
+    dev.close()
+    drops = [e for e in dev.drain_events() if e.label == "drop"]
+    assert [e.value for e in drops] == [36.0]  # 3 indices x 12 samples (the partial one too)
+    after = next(c for c in chunks if c.meta["sample_index"] > drops[0].meta["sample_index"])
+    assert after.meta["sample_index"] == drops[0].meta["sample_index"] + 36
+    assert after.t0_s == pytest.approx(drops[0].t_s + 36 / 256.0)
+    for chunk in chunks:
+        start = chunk.meta["sample_index"]
+        np.testing.assert_array_equal(muse_counts(chunk), FakeMuse.counts(start, start + chunk.n_samples)[:4])
+    assert dev.info.n_channels == 4 and dev.stats["samples_dropped"] == 36
+
+
+def test_muse_link_loss_raises_then_reopen_streams_again(muse):
+    dev = Muse(muse.address, backend="fake")
+    dev.open()
+    collect(dev, 24)
+    muse.link_loss()
+    err = read_until_error(dev)
+    assert "disconnected" in str(err)
+    dev.close()
+    dev.open()  # what the runtime does after backoff
+    chunks = collect(dev, 24)
+    dev.close()
+    assert muse.connects == 2 and chunks[0].meta["sample_index"] == 0  # a fresh stream
+
+
+def test_connect_failures_are_device_errors(muse):
+    dev = Muse("00:00:00:00:00:00", backend="fake", connect_timeout_s=1.0)
+    with pytest.raises(DeviceError, match="00:00:00:00:00:00.*not found"):
+        dev.open()
+    muse.refuse_connect = True
+    with pytest.raises(DeviceError, match="refused"):
+        Muse(muse.address, backend="fake").open()
+    with pytest.raises(DeviceError, match="before open"):
+        Muse(muse.address, backend="fake").read(0.01)
+
+
+def test_stall_raises_device_error(ganglion):
+    dev = Ganglion(ganglion.address, backend="fake", stall_timeout_s=0.3)
+    dev.open()
+    collect(dev, 20)
+    ganglion.streaming = False  # the board goes silent without disconnecting
+    err = read_until_error(dev)
+    dev.close()
+    assert "no notification" in str(err) and "stall_timeout_s=0.3" in str(err)
+
+
+def test_ganglion_streams_decompressed_volts(ganglion):
+    dev = Ganglion(ganglion.address, backend=FakeBackend, chunk_size=10)
+    dev.open()
+    chunks = collect(dev, 300)
+    dev.close()
+    assert ganglion.writes == [(dec.GANGLION_SEND, b"b"), (dec.GANGLION_SEND, b"s")]
+    assert chunks[0].sfreq == 200.0 and chunks[0].info.channels == ("EXG1", "EXG2", "EXG3", "EXG4")
+    data = np.concatenate([c.data for c in chunks], axis=1).astype(np.float64)
+    counts = np.rint(data / dec.GANGLION_V_PER_COUNT).astype(np.int64)
+    np.testing.assert_array_equal(counts, FakeGanglion.counts(0, data.shape[1]))
+    assert [c.meta["sample_index"] for c in chunks[:3]] == [0, 10, 20]
+
+
+def test_ganglion_lost_packet_drop_event_and_reopen_after_link_loss(ganglion):
+    dev = Ganglion(ganglion.address, backend="fake")
+    dev.open()
+    chunks = collect(dev, 41)
+    ganglion.drop_next(4)
+    chunks += collect(dev, 40)
+    drops = [e for e in dev.drain_events() if e.label == "drop"]
+    assert [e.value for e in drops] == [8.0] and drops[0].meta["offset_unknown"] is True
+    ganglion.link_loss()
+    read_until_error(dev)
+    dev.close()
+    dev.open()
+    again = collect(dev, 20)
+    dev.close()
+    assert again[0].meta["sample_index"] == 0  # a fresh stream, seeded by a raw packet: exact again
+    counts = np.rint(np.concatenate([c.data for c in again], 1).astype(np.float64) / dec.GANGLION_V_PER_COUNT)
+    truth = FakeGanglion.counts(0, 400)  # periodic (20 samples): some phase must match exactly, offset included
+    assert any((counts == truth[:, k : k + counts.shape[1]]).all() for k in range(20))
+    assert ganglion.writes.count((dec.GANGLION_SEND, b"b")) == 2
+
+
+def test_devices_pickle_before_open_and_validate_params():
+    dev = pickle.loads(pickle.dumps(Muse("00:55:DA:B0:00:99", backend="fake")))
+    assert dev.backend is FakeBackend and dev.info.n_channels == 5
+    with pytest.raises(PipelineDefinitionError, match="backend="):
+        Ganglion("x", backend="bluez-please")
+    with pytest.raises(PipelineDefinitionError, match="preset="):
+        Muse("x", preset="21")
+    with pytest.raises(PipelineDefinitionError, match="chunk_size="):
+        Ganglion("x", chunk_size=0)
