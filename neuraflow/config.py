@@ -110,6 +110,12 @@ class StorageSettings(_Section):
     s3_region: str = "us-east-1"
     redis_url: str | None = None
     postgres_url: str | None = None
+    # Tiering (neuraflow.storage): hot (Redis) -> warm (PostgreSQL) after hot_seconds, -> cold after warm_seconds.
+    warm_seconds: PositiveFloat = 3600.0
+    tiering_interval_s: PositiveFloat = 10.0
+    redis_key_prefix: str = "neuraflow:"
+    postgres_schema: str = "public"
+    postgres_table: str = "neuraflow_samples"
 
 
 class ServeSettings(_Section):

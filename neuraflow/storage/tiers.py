@@ -405,17 +405,20 @@ class IcebergTier:
 def tiers_from_settings(
     storage: Any,
     *,
-    redis_prefix: str = "neuraflow:",
-    pg_table: str = "neuraflow_samples",
-    pg_schema: str = "public",
+    redis_prefix: str | None = None,
+    pg_table: str | None = None,
+    pg_schema: str | None = None,
 ) -> list[Tier]:
     """The tiers configured in a :class:`~neuraflow.config.StorageSettings`, fastest first.
 
     Redis when ``redis_url`` is set, PostgreSQL when ``postgres_url`` is set, and always the
     Iceberg table ``table`` in ``catalog_uri`` / ``warehouse`` (S3 properties when
-    ``s3_endpoint`` is set). ``redis_prefix``, ``pg_table`` and ``pg_schema`` are the sinks'
-    defaults (StorageSettings has no fields for them yet).
+    ``s3_endpoint`` is set). ``redis_prefix``, ``pg_table`` and ``pg_schema`` override the
+    settings' ``redis_key_prefix``, ``postgres_table`` and ``postgres_schema``.
     """
+    redis_prefix = getattr(storage, "redis_key_prefix", "neuraflow:") if redis_prefix is None else redis_prefix
+    pg_table = getattr(storage, "postgres_table", "neuraflow_samples") if pg_table is None else pg_table
+    pg_schema = getattr(storage, "postgres_schema", "public") if pg_schema is None else pg_schema
     tiers: list[Tier] = []
     if storage.redis_url:
         tiers.append(RedisTier(RedisStream(storage.redis_url, key_prefix=redis_prefix)))
