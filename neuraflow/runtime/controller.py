@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds between forced ``flush()`` of every sink.
 FLUSH_EVERY_S = 1.0
+#: Chunks kept per sink while it refuses writes; beyond this the oldest are dropped and counted
+#: (memory stays bounded during a long outage of a store).
+MAX_PENDING_PER_SINK = 200_000
 #: Window of the "recent" metrics (what the CLI's live line shows), seconds.
 RECENT_WINDOW_S = 5.0
 
@@ -67,6 +70,7 @@ class PipelineController:
         self._step_time_s: dict[str, float] = defaultdict(float)
         self._sink_errors: dict[str, str] = {}
         self._sink_failures: dict[str, int] = defaultdict(int)
+        self._sink_dropped: dict[str, int] = defaultdict(int)
         self._pending: dict[str, list[Chunk]] = defaultdict(list)
         self._recent: deque[tuple[float, StreamStats]] = deque()
         self._last_flush = time.monotonic()
@@ -82,7 +86,12 @@ class PipelineController:
         group = self._groups.setdefault(delivery.group_id, {"finished": False, "deliveries": 0, "last_s": 0.0})
         for name, chunks in delivery.sinks.items():
             if chunks:
-                self._pending[name].extend(chunks)
+                pending = self._pending[name]
+                pending.extend(chunks)
+                excess = len(pending) - MAX_PENDING_PER_SINK
+                if excess > 0:
+                    del pending[:excess]
+                    self._sink_dropped[name] += excess
         for name in list(self._pending):
             self._write(name)
         if delivery.events:
@@ -173,7 +182,8 @@ class PipelineController:
             "sources": {s.name: [d.info.stream_id for d in s.devices] for s in self.plan.sources()},
             "steps": [s.name for s in self.plan.steps()],
             "sinks": {name: {"error": self._sink_errors.get(name), "failures": self._sink_failures.get(name, 0),
-                             "pending_chunks": len(self._pending.get(name, []))} for name in self._sinks},
+                             "pending_chunks": len(self._pending.get(name, [])),
+                             "dropped_chunks": self._sink_dropped.get(name, 0)} for name in self._sinks},
             "exposed": {e.name: e.route for e in self.plan.exposures()},
         }
 
@@ -206,7 +216,8 @@ class PipelineController:
                 for step in self.plan.steps()
             },
             "sinks": {name: {"failures": self._sink_failures.get(name, 0),
-                             "pending_chunks": len(self._pending.get(name, []))} for name in self._sinks},
+                             "pending_chunks": len(self._pending.get(name, [])),
+                             "dropped_chunks": self._sink_dropped.get(name, 0)} for name in self._sinks},
         }
 
     def streams(self) -> list[dict[str, Any]]:

@@ -474,6 +474,9 @@ class Iceberg:
         self._stats = {"chunks_written": 0, "duplicates_dropped": 0, "commits": 0, "events_written": 0,
                        "chunks_native": 0, "chunks_float32": 0}  # fmt: skip
         self._last_snapshot_id: int | None = None
+        self._failures = 0  # consecutive failed commits
+        self._retry_at = 0.0  # monotonic time before which no automatic commit is tried
+        self._last_error = ""
 
     # The sink travels to its actor pickled; the catalog (an SQLAlchemy engine) does not pickle.
     def __getstate__(self) -> dict[str, Any]:
@@ -529,7 +532,9 @@ class Iceberg:
             self._require_open()
             if len(self._buffer) + len(chunks) > self.max_buffer_chunks and self._buffer:
                 try:
-                    self._commit()
+                    if self._backing_off():
+                        raise SinkError(f"backing off after a failed commit ({self._last_error})")
+                    self._commit_with_backoff()
                 except SinkError as exc:
                     raise SinkError(
                         f"sinks.Iceberg: buffer of table {self.table!r} is full ({len(self._buffer)} chunks, "
@@ -547,22 +552,33 @@ class Iceberg:
                 pending.add(seq)
                 self._buffer.append(chunk)
             self._stats["duplicates_dropped"] += duplicates
-            if len(self._buffer) >= self.max_buffer_chunks or self._due():
-                self._commit()
+            if (len(self._buffer) >= self.max_buffer_chunks or self._due()) and not self._backing_off():
+                self._commit_with_backoff()
 
     def write_events(self, events: Sequence[Event]) -> None:
         """Buffer ``events``; they are committed with the next flush."""
         with self._lock:
             self._require_open()
             self._event_buffer.extend(events)
-            if self._due():
-                self._commit()
+            if self._due() and not self._backing_off():
+                self._commit_with_backoff()
 
     def flush(self) -> None:
-        """Commit everything buffered: one append per table that has rows, none when empty."""
+        """Commit everything buffered: one append per table that has rows, none when empty.
+
+        After a failed commit, further commits wait with exponential back-off (0.5 s
+        doubling to 30 s): a store that is down (an S3 outage makes every commit
+        block for seconds of SDK retries) must not stall the caller on every call.
+        During the back-off ``flush`` raises :class:`SinkError` at once; the buffer is kept.
+        """
         with self._lock:
             self._require_open()
-            self._commit()
+            if self._backing_off():
+                raise SinkError(
+                    f"sinks.Iceberg: table {self.table!r}: last commit failed ({self._last_error}); "
+                    f"next try in {self._retry_at - time.monotonic():.1f} s, {len(self._buffer)} chunks kept."
+                )
+            self._commit_with_backoff()
 
     def close(self) -> None:
         """Flush, then drop the catalog connection. Closing an unopened sink does nothing."""
@@ -608,6 +624,21 @@ class Iceberg:
 
     def _due(self) -> bool:
         return time.monotonic() - self._last_commit >= self.flush_every_s
+
+    def _backing_off(self) -> bool:
+        return time.monotonic() < self._retry_at
+
+    def _commit_with_backoff(self) -> None:
+        try:
+            self._commit()
+        except SinkError as exc:
+            self._failures += 1
+            self._retry_at = time.monotonic() + min(30.0, 0.5 * 2 ** (self._failures - 1))
+            self._last_error = str(exc.__cause__ or exc)
+            self._stats["commit_failures"] = self._stats.get("commit_failures", 0) + 1
+            raise
+        self._failures = 0
+        self._retry_at = 0.0
 
     @staticmethod
     def _load_committed(samples) -> dict[str, _SeqRanges]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -81,6 +83,7 @@ def test_outage_mid_stream_keeps_the_buffer_and_loses_nothing(s3_server, tmp_pat
     assert sink.stats()["buffered"] == 10 and sink.stats()["commits"] == 1
     s3_server.restore()
     sink.write_batch(chunks[12:16])  # re-sent chunks are still deduplicated against the buffer
+    time.sleep(0.55)  # the sink backs off 0.5 s after the failed commit
     sink.flush()
     assert sink.stats()["commits"] == 2 and sink.stats()["buffered"] == 0
     assert_bit_exact(sink.read_chunks("adc"), chunks)

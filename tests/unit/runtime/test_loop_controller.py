@@ -95,7 +95,7 @@ def test_run_local_metrics_match_the_sink(local_run) -> None:
     assert metrics["total"]["chunks"] == total_chunks
     assert metrics["total"]["samples"] == total_samples
     assert metrics["steps"]["bp"]["chunks"] == total_chunks
-    assert metrics["sinks"]["raw"] == {"failures": 0, "pending_chunks": 0}
+    assert metrics["sinks"]["raw"] == {"failures": 0, "pending_chunks": 0, "dropped_chunks": 0}
     status = controller.status()
     assert status["state"] == "stopped"
     assert status["groups"]["local"]["deliveries"] >= 1
@@ -260,16 +260,16 @@ def test_failing_sink_keeps_chunks_pending_and_retries(monkeypatch) -> None:
     ctl = PipelineController(sink_plan(sink), ["g"], "realtime")
     assert ctl.deliver(delivery(raw_chunks([0, 1, 2]))) is True
     assert sink.stream_ids() == []
-    assert ctl.metrics()["sinks"]["out"] == {"failures": 1, "pending_chunks": 3}
+    assert ctl.metrics()["sinks"]["out"] == {"failures": 1, "pending_chunks": 3, "dropped_chunks": 0}
     status = ctl.status()["sinks"]["out"]
     assert status["error"] == "OSError: disk full" and status["pending_chunks"] == 3
 
     ctl.deliver(delivery(raw_chunks([3])))
-    assert ctl.metrics()["sinks"]["out"] == {"failures": 2, "pending_chunks": 4}
+    assert ctl.metrics()["sinks"]["out"] == {"failures": 2, "pending_chunks": 4, "dropped_chunks": 0}
 
     ctl.deliver(delivery(raw_chunks([4, 5])))
     assert [c.seq for c in sink.chunks("s0")] == [0, 1, 2, 3, 4, 5]  # nothing lost, in order
-    assert ctl.metrics()["sinks"]["out"] == {"failures": 2, "pending_chunks": 0}
+    assert ctl.metrics()["sinks"]["out"] == {"failures": 2, "pending_chunks": 0, "dropped_chunks": 0}
     assert sink.calls == 3
     assert sink.duplicates_dropped == 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import math
 import pickle
 
@@ -225,6 +227,9 @@ def test_failed_commit_keeps_the_buffer_and_names_the_table(make_sink, where, mo
         assert sink.stats()["buffered"] == 6 and sink.stats()["commits"] == 0
         sink.write_batch(chunks[4:])  # retried + new: still deduped against the buffer
         assert sink.stats()["buffered"] == 10
+        with pytest.raises(SinkError, match="next try in"):  # backing off: no new commit attempt yet
+            sink.flush()
+    time.sleep(0.55)  # the first back-off is 0.5 s
     sink.flush()  # the next flush succeeds and nothing accepted was lost
     assert sink.stats()["commits"] == 1
     assert_same_chunks(read(where, "eeg"), chunks)
@@ -240,6 +245,10 @@ def test_full_buffer_and_failing_commit_refuses_the_batch(make_sink, where, monk
             sink.write_batch(chunks[6:12])
         assert isinstance(info.value.__cause__, SinkError)
         assert sink.stats()["buffered"] == 6
+        with pytest.raises(SinkError, match="full") as info:  # no new commit attempt during the back-off
+            sink.write_batch(chunks[6:12])
+        assert "backing off" in str(info.value.__cause__)
+    time.sleep(0.55)  # the first back-off is 0.5 s
     sink.write_batch(chunks[6:12])  # the runtime re-sends the refused batch
     sink.write_batch(chunks[12:])
     sink.flush()
