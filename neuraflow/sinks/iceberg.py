@@ -12,6 +12,8 @@ and catalog update each), so :class:`Iceberg` buffers and commits one append per
 
 from __future__ import annotations
 
+import logging
+
 import json
 import threading
 import time
@@ -29,6 +31,8 @@ from neuraflow.errors import PipelineDefinitionError, SinkError
 from neuraflow.sinks import _encoding
 
 __all__ = ["Iceberg", "read_chunks", "read_events"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CATALOG_URI = "sqlite:///var/warehouse/catalog.db"
 DEFAULT_WAREHOUSE = "var/warehouse"
@@ -517,6 +521,8 @@ class Iceberg:
                     )
             self._catalog, self._samples, self._events = catalog, samples, events
             self._committed = self._load_committed(samples)
+            current = samples.current_snapshot()
+            self._last_snapshot_id = current.snapshot_id if current is not None else None
             self._last_commit = time.monotonic()
 
     def write_batch(self, chunks: Sequence[Chunk]) -> None:
@@ -654,8 +660,30 @@ class Iceberg:
             ranges.add_sorted(np.unique(np.asarray(seqs, np.int64)))
         return committed
 
+    def _drop_committed_elsewhere(self) -> None:
+        """Another writer (a pipeline's sink and a tiering actor share the table) may have
+        committed since we loaded the committed seqs: reload them and drop those chunks."""
+        try:
+            table = self._samples.refresh()
+        except Exception as exc:  # noqa: BLE001 - the commit below reports the store's error
+            log.debug("sinks.Iceberg: refresh of %s failed: %s", self.table, exc)
+            return
+        self._samples = table
+        snapshot = table.current_snapshot()
+        if snapshot is None or snapshot.snapshot_id == self._last_snapshot_id:
+            return
+        self._committed = self._load_committed(table)
+        kept = [c for c in self._buffer if c.seq not in self._committed.get(c.info.stream_id, ())]
+        self._stats["duplicates_dropped"] += len(self._buffer) - len(kept)
+        self._buffer = kept
+        self._pending = {}
+        for chunk in kept:
+            self._pending.setdefault(chunk.info.stream_id, set()).add(chunk.seq)
+
     def _commit(self) -> None:
         """Append the buffers; on failure keep them and raise SinkError naming table and cause."""
+        if self._buffer:
+            self._drop_committed_elsewhere()
         if self._buffer:
             rows, n_native = _chunks_to_arrow(self._buffer, self._samples.schema().as_arrow())
             self._samples = self._append(self._samples, self.table, rows, parquet=True)

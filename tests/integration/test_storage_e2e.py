@@ -230,9 +230,6 @@ def test_three_tiers_tiering_and_cross_tier_query_match_the_device(ray_local, tm
     warm.sink.close()
 
 
-@pytest.mark.xfail(strict=True, reason="IcebergTier keeps the committed seqs its sink loaded at its first write: "
-                   "chunks the pipeline's own Iceberg sink committed later are appended a second time (the "
-                   "reader hides the copy, the table holds it)")
 def test_long_lived_cold_tier_does_not_re_append_what_the_pipeline_archived(stores: Stores) -> None:
     """The pipeline's Iceberg sink and a long-lived tierer's IcebergTier write the same table."""
     from neuraflow.testing import chunks_from_array
