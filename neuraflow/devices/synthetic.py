@@ -68,7 +68,7 @@ MARKER_PERIOD_S = 4.0
 """Interval between markers, seconds (each jittered by up to +-0.5 s)."""
 MARKER_DURATION_S = 3.0
 """Trial duration carried as the ``value`` of marker events, seconds."""
-_MIN_BLOCK = 1024
+_MIN_BLOCK = 256
 _MAX_BLOCK = 1 << 15
 _CACHE_BLOCKS = 2
 
@@ -279,8 +279,10 @@ class Synthetic(DeviceBase):
             units=("V",) * self.n_channels,
             meta={"device": "synthetic", "seed": self.seed},
         )
-        # ~8 s per block, a power of two in [1024, 32768]; cross-fade over 1/8 of it.
-        self.block_size = int(min(_MAX_BLOCK, max(_MIN_BLOCK, 1 << math.ceil(math.log2(8.0 * self.sfreq)))))
+        # ~1 s per block (a power of two in [256, 32768]); cross-fade over 1/8 of it. Short blocks keep
+        # the cost of a new block (an FFT-shaped noise segment) small: with 8 s blocks one device
+        # stalled a real-time tick by tens of ms every 8 s.
+        self.block_size = int(min(_MAX_BLOCK, max(_MIN_BLOCK, 1 << math.ceil(math.log2(1.0 * self.sfreq)))))
         self._fade = self.block_size // 8
         # Block boundaries are shifted by a per-seed phase so that hundreds of devices
         # opened together do not all pay for a new block on the same tick.
