@@ -188,6 +188,17 @@ class DeviceSlot:
             self._push_event(event)
 
     def _accept(self, chunk: Chunk) -> None:
+        declared = self.device.info
+        if chunk.sfreq != declared.sfreq or chunk.channels != declared.channels:
+            # Bad input must not reach the ops (their state is sized for the declared
+            # stream) nor crash the worker: drop it, count it, say what changed.
+            self.counters.errors += 1
+            self.counters.last_error = (
+                f"stream {self.stream_id!r} changed mid-stream: sfreq {declared.sfreq} -> {chunk.sfreq} Hz, "
+                f"{declared.n_channels} -> {chunk.n_channels} channels; chunk dropped"
+            )
+            self._event("stream_mismatch", chunk.n_samples, {"error": self.counters.last_error})
+            return
         now = time.time()
         if self.last_t_end_s is not None:
             gap_s = chunk.t0_s - self.last_t_end_s

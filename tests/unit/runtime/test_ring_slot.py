@@ -422,3 +422,35 @@ def test_blocking_device_is_read_by_its_own_thread_and_reconnects() -> None:
     assert [c.seq for c in chunks] == [0, 1, 2, 3]
     assert labels(events) == ["disconnect", "reconnect"]
     assert not dev.is_open
+
+
+def test_chunk_that_changes_rate_or_channels_is_dropped_counted_and_named() -> None:
+    from neuraflow.chunk import Chunk, StreamInfo
+    from neuraflow.devices.base import DeviceBase
+    from neuraflow.runtime.slot import DeviceSlot, SlotOptions
+
+    info = StreamInfo("dev", 250.0, ("a", "b"))
+    other_rate = StreamInfo("dev", 500.0, ("a", "b"))
+    other_channels = StreamInfo("dev", 250.0, ("a", "b", "c"))
+
+    class Changing(DeviceBase):
+        def __init__(self) -> None:
+            self.info = info
+            self.script = [
+                Chunk(np.zeros((2, 10)), 100.0, info),
+                Chunk(np.zeros((2, 10)), 100.04, other_rate),
+                Chunk(np.zeros((3, 10)), 100.04, other_channels),
+                Chunk(np.zeros((2, 10)), 100.04, info),
+            ]
+
+        def read(self, timeout_s: float):
+            return self.script.pop(0) if self.script else None
+
+    slot = DeviceSlot(Changing(), SlotOptions())
+    slot.start()
+    slot.poll()
+    chunks, events = slot.take()
+    assert [c.seq for c in chunks] == [0, 1] and all(c.n_channels == 2 for c in chunks)
+    mismatches = [e for e in events if e.label == "stream_mismatch"]
+    assert len(mismatches) == 2 and slot.counters.errors == 2
+    assert "250.0 -> 500.0 Hz" in mismatches[0].meta["error"]
