@@ -61,6 +61,23 @@ def _describe_sink(sink: Any) -> str:
     return type(sink).__name__
 
 
+def _start_tiering(settings: NeuraflowSettings) -> Any:
+    """With Redis and PostgreSQL configured, start the actor that moves data hot -> warm -> cold."""
+    storage = settings.storage
+    if not (storage.redis_url and storage.postgres_url):
+        return None
+    from neuraflow.storage.tiering import TieringPolicy, start_tiering_actor
+    from neuraflow.storage.tiers import tiers_from_settings
+
+    hot, warm, cold = tiers_from_settings(storage)
+    policy = TieringPolicy(hot_s=storage.hot_seconds, warm_s=storage.warm_seconds)
+    actor = start_tiering_actor(hot, warm, cold, policy, namespace=settings.ray.namespace,
+                                interval_s=storage.tiering_interval_s)
+    print(f"  tiering: Redis -> PostgreSQL after {storage.hot_seconds:g} s, -> Iceberg after "
+          f"{storage.warm_seconds:g} s (every {storage.tiering_interval_s:g} s, verified before delete)")
+    return actor
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from neuraflow.graph.loader import load_plan
     from neuraflow.runtime.executor import Engine
@@ -74,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         url = start_service(settings)  # first: its start-up would otherwise delay the first ticks
     handle = engine.start(plan, mode=args.mode)
+    tiering = _start_tiering(settings)
     n_channels = {i.stream_id: i.n_channels for infos in plan.stream_infos.values() for i in infos}
     print(f"pipeline {plan.name!r} running: {sum(len(s.devices) for s in plan.sources())} device(s), "
           f"steps {[s.name for s in plan.steps()]}")
@@ -95,6 +113,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     print()
+    if tiering is not None:
+        import ray
+
+        ray.kill(tiering)
     status = handle.stop()
     final = handle.metrics()["total"]
     handle.destroy()
