@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from neuraflow.chunk import StreamInfo
-from neuraflow.devices.xdf import _ArrayPlayback
+from neuraflow.devices._pacing import _ArrayPlayback
 from neuraflow.errors import PipelineDefinitionError
 
 __all__ = ["OpenBCITextPlayback"]

@@ -8,18 +8,15 @@ objects. MNE is imported lazily, so importing this module stays cheap.
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from neuraflow._validate import check_int
-from neuraflow.chunk import Chunk, Event, StreamInfo
-from neuraflow.devices.base import DeviceBase
-from neuraflow.errors import DeviceError, EndOfStream, PipelineDefinitionError
+from neuraflow.chunk import StreamInfo
+from neuraflow.devices._pacing import _ArrayPlayback
+from neuraflow.errors import PipelineDefinitionError
 
 _WHERE = "devices.FilePlayback"
 EXTENSIONS: tuple[str, ...] = (".edf", ".bdf", ".fif", ".fif.gz")
@@ -37,7 +34,7 @@ def _suffix(path: Path) -> str:
     return "".join(path.suffixes[-2:]).lower() or "(none)"
 
 
-class FilePlayback(DeviceBase):
+class FilePlayback(_ArrayPlayback):
     """Play an EDF, BDF or FIF recording back as a stream of chunks.
 
     Parameters
@@ -93,7 +90,8 @@ class FilePlayback(DeviceBase):
     at :meth:`open` (4 bytes per sample).
     """
 
-    blocking = False
+    _where = _WHERE
+    _config_keys = ("path", "stream_id", "chunk_size", "realtime", "picks", "start_s")
 
     def __init__(
         self,
@@ -111,16 +109,9 @@ class FilePlayback(DeviceBase):
             raise PipelineDefinitionError(
                 f"{_WHERE}: path={str(path)!r} has extension {ext!r}, expected one of {EXTENSIONS}."
             )
-        if not path.is_file():
-            raise PipelineDefinitionError(f"{_WHERE}: path={str(path)!r} does not exist or is not a file.")
-        self.path = path.resolve()
-        self.stream_id = stream_id if stream_id is not None else path.name[: -len(ext)]
-        if not isinstance(self.stream_id, str) or not self.stream_id:
-            raise PipelineDefinitionError(f"{_WHERE}: stream_id={stream_id!r} must be a non-empty string or None.")
-        self.chunk_size = check_int(_WHERE, "chunk_size", chunk_size)
-        if not isinstance(realtime, bool):
-            raise PipelineDefinitionError(f"{_WHERE}: realtime={realtime!r} must be True or False.")
-        self.realtime = realtime
+        self._init_common(path, stream_id, chunk_size, realtime, start_s)
+        if self.stream_id is None:
+            self.stream_id = path.name[: -len(ext)]
         if isinstance(picks, (list, tuple)):
             picks = tuple(picks)
         elif picks is not None and not isinstance(picks, str):
@@ -128,31 +119,6 @@ class FilePlayback(DeviceBase):
                 f"{_WHERE}: picks={picks!r} must be None, a channel name or type, or a list of names or indices."
             )
         self.picks = picks
-        if start_s is not None:
-            start_s = float(start_s)
-            if not math.isfinite(start_s):
-                raise PipelineDefinitionError(f"{_WHERE}: start_s={start_s!r} must be finite seconds or None.")
-        self.start_s = start_s
-        self._header: dict[str, Any] | None = None
-        self._reset_runtime()
-
-    def _reset_runtime(self) -> None:
-        self._data: np.ndarray | None = None
-        self._t0: float | None = None
-        self.position = 0
-        self._events: list[Event] = []
-        self._pending: list[tuple[int, str, float]] = []  # (sample, label, duration_s), sorted
-        self._next_event = 0
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Configuration and the parsed header travel; loaded samples do not.
-        state = {k: self.__dict__[k] for k in ("path", "stream_id", "chunk_size", "realtime", "picks", "start_s")}
-        state["_header"] = self._header
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._reset_runtime()
 
     # ------------------------------------------------------------------ header
     def _read_raw(self, preload: bool) -> Any:
@@ -209,114 +175,17 @@ class FilePlayback(DeviceBase):
                 raw.close()
         return self._header
 
-    @property
-    def info(self) -> StreamInfo:  # type: ignore[override]
-        """Stream description, read from the file header on first access."""
-        return self._load_header()["info"]
-
-    @property
-    def n_samples_total(self) -> int:
-        """Number of samples in the recording."""
-        return self._load_header()["n_times"]
-
-    # --------------------------------------------------------- device protocol
-    def open(self) -> None:
-        """Load the recording into memory and start (or resume) playback.
-
-        Raises
-        ------
-        DeviceError
-            If MNE cannot read the file.
-        """
-        header = self._load_header()
-        if self._data is None:
-            try:
-                raw = self._read_raw(preload=True)
-                data = raw.get_data()
-                raw.close()
-            except Exception as exc:
-                raise DeviceError(f"{_WHERE}: cannot load {str(self.path)!r}: {exc}") from exc
-            self._data = np.ascontiguousarray(data, dtype=np.float32)
-            self._pending = header["annotations"]
-        if self._t0 is None:
-            if self.start_s is not None:
-                self._t0 = self.start_s
-            elif self.realtime:
-                self._t0 = time.time()
-            else:
-                self._t0 = header["file_start_s"]
-
-    def close(self) -> None:
-        """Release the loaded samples. Idempotent; :meth:`open` resumes at :attr:`position`."""
-        self._data = None
-
-    def read(self, timeout_s: float) -> Chunk | None:
-        """Return the next chunk, or ``None`` if it is not due within ``timeout_s``.
-
-        Parameters
-        ----------
-        timeout_s : float
-            Longest time to wait for the next chunk, seconds (realtime only).
-
-        Returns
-        -------
-        chunk : Chunk or None
-            Up to ``chunk_size`` samples, shape (n_channels, n_samples), SI units.
-
-        Raises
-        ------
-        EndOfStream
-            When every sample was emitted.
-        DeviceError
-            If the device is not open.
-        """
-        data = self._data
-        if data is None:
-            raise DeviceError(f"{_WHERE} {self.stream_id!r}: read() before open().")
-        start = self.position
-        total = data.shape[1]
-        if start >= total:
-            raise EndOfStream(f"{_WHERE} {self.stream_id!r}: end of {self.path.name} ({total} samples).")
-        stop = min(start + self.chunk_size, total)
+    # --------------------------------------------------------------- playback
+    def _load_data(self) -> tuple[np.ndarray, None, list]:
+        raw = self._read_raw(preload=True)
+        data = raw.get_data()
+        raw.close()
         sfreq = self.info.sfreq
-        now = math.nan
-        if self.realtime:
-            due = self._t0 + stop / sfreq
-            now = time.time()
-            if due > now:
-                if due - now > timeout_s:
-                    return None
-                time.sleep(due - now)
-                now = time.time()
-        self._collect_events(stop if stop < total else math.inf)
-        self.position = stop
-        return Chunk(data[:, start:stop], self._t0 + start / sfreq, self.info, recv_s=now, meta={"sample_index": start})
-
-    def _collect_events(self, stop: float) -> None:
-        pending, i = self._pending, self._next_event
-        while i < len(pending) and pending[i][0] < stop:
-            sample, label, duration = pending[i]
-            t_s = self._t0 + sample / self.info.sfreq
-            self._events.append(Event(self.stream_id, t_s, label, duration, meta={"sample_index": sample}))
-            i += 1
-        self._next_event = i
-
-    def drain_events(self) -> list[Event]:
-        """Return and forget the annotation events passed since the last call."""
-        events, self._events = self._events, []
-        return events
-
-    def next_ready_s(self) -> float | None:
-        """Wall-clock time the next chunk is due; ``0.0`` (always ready) when not realtime.
-
-        ``None`` before :meth:`open` and after the end of the recording.
-        """
-        if self._t0 is None or self.position >= self.n_samples_total:
-            return None
-        if not self.realtime:
-            return 0.0
-        stop = min(self.position + self.chunk_size, self.n_samples_total)
-        return self._t0 + stop / self.info.sfreq
+        events = [
+            (sample / sfreq, self.stream_id, label, duration, {"sample_index": sample})
+            for sample, label, duration in self._load_header()["annotations"]
+        ]
+        return data, None, events
 
     def __repr__(self) -> str:
         return f"FilePlayback({str(self.path)!r}, stream_id={self.stream_id!r}, realtime={self.realtime})"

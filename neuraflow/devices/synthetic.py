@@ -36,6 +36,7 @@ import scipy.fft
 
 from neuraflow._validate import check_int, check_positive
 from neuraflow.chunk import Chunk, Event, StreamInfo
+from neuraflow.devices._pacing import check_start_s, wait_due
 from neuraflow.devices.base import DeviceBase
 from neuraflow.errors import DeviceError, PipelineDefinitionError
 
@@ -261,11 +262,7 @@ class Synthetic(DeviceBase):
         self.blinks = blinks
         self.markers = markers
         self.realtime = realtime
-        if start_s is not None:
-            start_s = float(start_s)
-            if not math.isfinite(start_s):
-                raise PipelineDefinitionError(f"{_WHERE}: start_s={start_s!r} must be finite seconds or None.")
-        self.start_s = start_s
+        self.start_s = check_start_s(_WHERE, start_s)
         if fail_after_reads is not None:
             check_int(_WHERE, "fail_after_reads", fail_after_reads, minimum=0)
         self.fail_after_reads = fail_after_reads
@@ -335,18 +332,10 @@ class Synthetic(DeviceBase):
         self._opened = False
 
     def read(self, timeout_s: float) -> Chunk | None:
-        """Return the next chunk, or ``None`` if it is not due within ``timeout_s``.
+        """Return the next ``chunk_size`` samples (volts), or ``None`` if not due within ``timeout_s`` s.
 
-        Parameters
-        ----------
-        timeout_s : float
-            Longest time to wait for the next chunk, seconds (realtime only).
-
-        Returns
-        -------
-        chunk : Chunk or None
-            ``chunk_size`` samples, shape (n_channels, chunk_size), volts.
-            A reader that fell behind gets one chunk per call, without waiting.
+        The chunk has shape (n_channels, chunk_size). ``timeout_s`` bounds the wait
+        (realtime only); a reader that fell behind gets one chunk per call, without waiting.
 
         Raises
         ------
@@ -363,15 +352,9 @@ class Synthetic(DeviceBase):
             self._failed_this_open = True
             raise DeviceError("synthetic failure injected")
         k = self._next_chunk
-        now = math.nan
-        if self.realtime:
-            due = self._due_s(k)
-            now = time.time()
-            if due > now:
-                if due - now > timeout_s:
-                    return None
-                time.sleep(due - now)
-                now = time.time()
+        now = wait_due(self._due_s(k) if self.realtime else None, timeout_s)
+        if now is None:
+            return None
         start = k * self.chunk_size
         data = self._generate(start, self.chunk_size)
         if self.markers:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 from typing import Any, Literal
 
 import numpy as np
@@ -30,6 +29,7 @@ from neuraflow.chunk import Chunk
 from neuraflow.config import NeuraflowSettings
 from neuraflow.errors import NeuraflowError
 from neuraflow.graph.loader import available_pipelines, load_plan
+from neuraflow.serve._json import finite
 from neuraflow.serve.data_routes import register_data_routes
 from neuraflow.serve.device_routes import register_device_routes
 from neuraflow.serve.export_routes import register_export_routes
@@ -45,17 +45,6 @@ class StartRequest(BaseModel):
     )
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no NaN/inf: map them to None, recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def chunk_to_json(chunk: Chunk) -> dict[str, Any]:
     return {
         "stream_id": chunk.stream_id,
@@ -65,7 +54,7 @@ def chunk_to_json(chunk: Chunk) -> dict[str, Any]:
         "channels": list(chunk.channels),
         "units": list(chunk.info.units),
         "shape": list(chunk.data.shape),
-        "data": _finite(chunk.data.astype(float).tolist()),
+        "data": finite(chunk.data.astype(float).tolist()),
     }
 
 
@@ -142,13 +131,13 @@ def build_app(settings: NeuraflowSettings, engine: Any) -> FastAPI:
     def events(stream_id: str, since_s: float | None = Query(None, description="Only events after this time (s).")):
         handle = find_stream(stream_id)
         return [
-            {"stream_id": e.stream_id, "t_s": e.t_s, "label": e.label, "value": e.value, "meta": _finite(dict(e.meta))}
+            {"stream_id": e.stream_id, "t_s": e.t_s, "label": e.label, "value": e.value, "meta": finite(dict(e.meta))}
             for e in handle.events(stream_id, since_s)
         ]
 
     @app.get("/pipelines", summary="Available pipeline files and running pipelines")
     def pipelines() -> dict[str, Any]:
-        running = {name: _finite(h.status()) for name, h in handles().items()}
+        running = {name: finite(h.status()) for name, h in handles().items()}
         files = available_pipelines(settings.resolve_path(settings.pipelines_dir))
         return {"available": sorted(files), "running": running}
 
@@ -164,7 +153,7 @@ def build_app(settings: NeuraflowSettings, engine: Any) -> FastAPI:
             handle = engine.start(plan, mode=request.mode)
         except NeuraflowError as exc:
             raise HTTPException(422, detail=str(exc)) from None
-        return _finite(handle.status())
+        return finite(handle.status())
 
     @app.post("/pipelines/{name}/stop", summary="Stop a running pipeline")
     def stop(name: str) -> dict[str, Any]:
@@ -174,11 +163,11 @@ def build_app(settings: NeuraflowSettings, engine: Any) -> FastAPI:
             raise HTTPException(404, detail=f"pipeline {name!r} is not running.") from None
         status = handle.stop()
         handle.destroy()
-        return _finite(status)
+        return finite(status)
 
     @app.get("/metrics", summary="Throughput, latency, drops per pipeline, stream and step")
     def metrics() -> dict[str, Any]:
-        return {name: _finite(h.metrics()) for name, h in handles().items()}
+        return {name: finite(h.metrics()) for name, h in handles().items()}
 
     # stored data and device management; registered before the catch-all route below
     register_data_routes(app, settings)

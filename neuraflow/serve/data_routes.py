@@ -21,6 +21,7 @@ from fastapi import FastAPI, HTTPException, Query, Response
 
 from neuraflow.config import NeuraflowSettings
 from neuraflow.errors import SinkError
+from neuraflow.serve._json import finite
 from neuraflow.storage.query import QueryEngine, QueryError, QueryResult, UnknownStreamError
 from neuraflow.storage.tiers import Tier, tiers_from_settings
 
@@ -29,10 +30,6 @@ __all__ = ["register_data_routes", "result_to_arrow_ipc", "result_to_json"]
 #: Longest span one request may ask for (s): 24 h.
 MAX_SPAN_S = 86_400.0
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
-
-
-def _finite(values: Sequence[float]) -> list[float | None]:
-    return [v if math.isfinite(v) else None for v in values]
 
 
 def result_to_json(res: QueryResult) -> dict[str, Any]:
@@ -47,7 +44,7 @@ def result_to_json(res: QueryResult) -> dict[str, Any]:
         "end_s": res.end_s,
         "n_samples": res.n_samples,
         "times_s": res.times_s.tolist(),
-        "data": [_finite(row) for row in res.data.astype(float).tolist()],
+        "data": finite(res.data.astype(float).tolist()),
         "gaps": [{"first_seq": g.first_seq, "last_seq": g.last_seq, "start_s": g.start_s, "end_s": g.end_s}
                  for g in res.gaps],  # fmt: skip
         "sources": res.sources,

@@ -19,7 +19,6 @@ invalid specs 422 with ``{"field": ..., "message": ...}``.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from fastapi import Body, FastAPI, HTTPException, Query
@@ -27,18 +26,9 @@ from fastapi import Body, FastAPI, HTTPException, Query
 from neuraflow.config import NeuraflowSettings
 from neuraflow.devices.service import SpecError, UnknownDeviceError, validate_spec
 from neuraflow.errors import DeviceError
+from neuraflow.serve._json import finite
 
 ACTOR_NAME = "neuraflow-devices"
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def device_actor(namespace: str):
@@ -87,7 +77,7 @@ def register_device_routes(app: FastAPI, settings: NeuraflowSettings, *, manager
 
     def call(method: str, *args: Any, **kwargs: Any) -> Any:
         try:
-            return _finite(backend.call(method, *args, **kwargs))
+            return finite(backend.call(method, *args, **kwargs))
         except UnknownDeviceError as exc:
             raise HTTPException(404, detail=str(exc)) from None
         except SpecError as exc:
