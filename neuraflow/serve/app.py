@@ -5,7 +5,7 @@ Routes (OpenAPI at ``/docs``)::
     GET  /health                          liveness + running pipelines
     GET  /streams                         every stream of every running pipeline
     GET  /streams/{id}/latest?seconds=&format=json|npy|arrow
-    GET  /streams/{id}/events?since_s=
+    GET  /streams/{id}/events?since_s=       (streams not running: 307 to .../events/stored)
     GET  /pipelines                       available pipeline files and running ones
     POST /pipelines/{name}/start          body: {"mode": "realtime", "duration_s": null}
     POST /pipelines/{name}/stop
@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi import Body, FastAPI, HTTPException, Query, Response
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
 from neuraflow.chunk import Chunk
@@ -129,7 +130,13 @@ def build_app(settings: NeuraflowSettings, engine: Any) -> FastAPI:
 
     @app.get("/streams/{stream_id:path}/events", summary="Events (markers, gaps, drops) of a stream")
     def events(stream_id: str, since_s: float | None = Query(None, description="Only events after this time (s).")):
-        handle = find_stream(stream_id)
+        """Live events of a running pipeline's stream; other streams redirect (307) to the
+        events stored across tiers, ``/streams/{id}/events/stored``."""
+        try:
+            handle = find_stream(stream_id)
+        except HTTPException:
+            query = f"?start={since_s!r}" if since_s is not None else ""
+            return RedirectResponse(f"/streams/{stream_id}/events/stored{query}", status_code=307)
         return [
             {"stream_id": e.stream_id, "t_s": e.t_s, "label": e.label, "value": e.value, "meta": finite(dict(e.meta))}
             for e in handle.events(stream_id, since_s)
