@@ -215,7 +215,9 @@ def test_s3_outage_buffers_refuses_when_full_and_commits_once_after(ray_local, t
         wait_for(lambda: handle.call_sink("cold", "stats")["commits"] >= 2, 30, "two commits")
         with Sampler(handle, ["cold"]) as outage:
             s3_server.cut()
-            time.sleep(4.0)  # ~40 chunks: more than the sink's buffer holds
+            # 10 chunks/s: the sink's 15-chunk buffer fills, it refuses batches, the runtime keeps them
+            # (the first failed commit blocks for the SDK's retries, so wait for the state, not a time)
+            wait_for(lambda: handle.status()["sinks"]["cold"]["pending_chunks"] > 0, 30, "refused batches")
             during = handle.status()["sinks"]["cold"]
             s3_server.restore()
         restored_commits = handle.call_sink("cold", "stats")["commits"]
