@@ -114,9 +114,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         pass
     print()
     if tiering is not None:
-        import ray
+        from neuraflow.storage.tiering import stop_tiering_actor
 
-        ray.kill(tiering)
+        stop_tiering_actor(tiering)
     status = handle.stop()
     final = handle.metrics()["total"]
     handle.destroy()

@@ -124,6 +124,16 @@ def _channels_of(lsl_info: Any) -> tuple[list[str], list[str], list[str], list[f
     return labels, types, units, scales
 
 
+
+def _close_inlet(inlet: Any) -> None:
+    """Close a pylsl inlet if there is one; closing a lost stream may fail, with nothing to release."""
+    if inlet is None:
+        return
+    try:
+        inlet.close_stream()
+    except Exception:  # noqa: BLE001 - see docstring
+        pass
+
 class _LSLBase(DeviceBase):
     """What both inlets share: configuration, resolving, the LSL-to-Unix clock offset."""
 
@@ -256,13 +266,8 @@ class LSLMarkerInlet(_LSLBase):
 
     def close(self) -> None:
         """Close the inlet. Idempotent."""
-        inlet, self._inlet_obj = self._inlet_obj, None
-        if inlet is not None:
-            try:
-                inlet.close_stream()
-            except Exception:  # noqa: BLE001 - closing a lost stream may fail; nothing to release then
-                pass
-            del inlet
+        _close_inlet(self._inlet_obj)
+        self._inlet_obj = None
 
     def __repr__(self) -> str:
         return f"LSLMarkerInlet({_describe_selector(self.name, self.type, self.source_id)})"
@@ -500,13 +505,8 @@ class LSLInlet(_LSLBase):
 
     def close(self) -> None:
         """Close the inlet (and the marker inlet). Idempotent."""
-        inlet, self._inlet_obj = self._inlet_obj, None
-        if inlet is not None:
-            try:
-                inlet.close_stream()
-            except Exception:  # noqa: BLE001 - closing a lost stream may fail; nothing to release then
-                pass
-            del inlet
+        _close_inlet(self._inlet_obj)
+        self._inlet_obj = None
         if self.markers is not None:
             self.markers.close()
 

@@ -276,3 +276,10 @@ def start_tiering_actor(hot: DeletableTier, warm: DeletableTier, cold: Tier, pol
     ).remote(hot, warm, cold, policy, interval_s, pause_after_write_s)  # fmt: skip
     ray.get(handle.status.remote())
     return handle
+
+
+def stop_tiering_actor(handle) -> None:
+    """Kill a tiering actor started by :func:`start_tiering_actor` (no restart)."""
+    import ray
+
+    ray.kill(handle, no_restart=True)

@@ -134,7 +134,37 @@ def _events_in_range(events: list[Event], start_s: float | None, end_s: float | 
 
 
 # Hot ------------------------------------------------------------------------------------
-class RedisTier:
+class _SinkTier:
+    """Shared mechanics of a tier adapter: it wraps one sink of ``sink_type`` and opens it
+    on first use (and again after unpickling in an actor)."""
+
+    sink_type: type = object
+
+    def __init__(self, sink: Any) -> None:
+        if not isinstance(sink, self.sink_type):
+            raise SinkError(
+                f"storage.{type(self).__name__}: sink must be a {self.sink_type.__name__}, got {type(sink).__name__}."
+            )
+        self.sink = sink
+        self._opened = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"sink": self.sink}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.sink = state["sink"]
+        self._opened = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.sink!r})"
+
+    def _open(self) -> None:
+        if not self._opened:
+            self.sink.open()
+            self._opened = True
+
+
+class RedisTier(_SinkTier):
     """The hot tier over a :class:`~neuraflow.sinks.RedisStream` (same URL and key prefix).
 
     Parameters
@@ -150,14 +180,7 @@ class RedisTier:
     """
 
     name = "redis"
-
-    def __init__(self, sink: RedisStream) -> None:
-        if not isinstance(sink, RedisStream):
-            raise SinkError(f"storage.RedisTier: sink must be a RedisStream, got {type(sink).__name__}.")
-        self.sink = sink
-
-    def __repr__(self) -> str:
-        return f"RedisTier({self.sink!r})"
+    sink_type = RedisStream
 
     def _key(self, stream_id: str, kind: str) -> str:
         return f"{self.sink.key_prefix}{{{stream_id}}}:{kind}"
@@ -217,7 +240,7 @@ def _libpq_url(url: str) -> str:
     return f"{scheme.split('+')[0]}{sep}{rest}"
 
 
-class TimescaleTier:
+class TimescaleTier(_SinkTier):
     """The warm tier over a :class:`~neuraflow.sinks.Timescale` sink (opened on first write/delete).
 
     Parameters
@@ -227,27 +250,7 @@ class TimescaleTier:
     """
 
     name = "timescale"
-
-    def __init__(self, sink: Timescale) -> None:
-        if not isinstance(sink, Timescale):
-            raise SinkError(f"storage.TimescaleTier: sink must be a Timescale, got {type(sink).__name__}.")
-        self.sink = sink
-        self._opened = False
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"sink": self.sink}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.sink = state["sink"]
-        self._opened = False
-
-    def __repr__(self) -> str:
-        return f"TimescaleTier({self.sink!r})"
-
-    def _open(self) -> None:
-        if not self._opened:
-            self.sink.open()
-            self._opened = True
+    sink_type = Timescale
 
     def _execute(self, sql: str, params: Sequence[Any]) -> list[tuple]:
         import psycopg
@@ -305,7 +308,7 @@ class TimescaleTier:
 
 
 # Cold -----------------------------------------------------------------------------------
-class IcebergTier:
+class IcebergTier(_SinkTier):
     """The cold tier over an :class:`~neuraflow.sinks.Iceberg` table (the last tier: no delete).
 
     Parameters
@@ -320,22 +323,7 @@ class IcebergTier:
     """
 
     name = "iceberg"
-
-    def __init__(self, sink: Iceberg) -> None:
-        if not isinstance(sink, Iceberg):
-            raise SinkError(f"storage.IcebergTier: sink must be an Iceberg, got {type(sink).__name__}.")
-        self.sink = sink
-        self._opened = False
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"sink": self.sink}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.sink = state["sink"]
-        self._opened = False
-
-    def __repr__(self) -> str:
-        return f"IcebergTier({self.sink!r})"
+    sink_type = Iceberg
 
     def _where(self) -> tuple[tuple[str, str, str], dict[str, Any]]:
         s = self.sink
@@ -368,9 +356,7 @@ class IcebergTier:
         return _in_range(chunks, start_s, end_s)
 
     def write(self, chunks: Sequence[Chunk]) -> None:
-        if not self._opened:
-            self.sink.open()  # loads the committed seqs: a chunk already archived is skipped
-            self._opened = True
+        self._open()  # loads the committed seqs: a chunk already archived is skipped
         self.sink.write_batch(chunks)
         self.sink.flush()
 
