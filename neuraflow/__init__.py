@@ -8,9 +8,10 @@ The public surface. ``import neuraflow`` does not import Ray: only
 - ``neuraflow.devices`` -- acquisition (synthetic, file playback, ...)
 - ``neuraflow.ops`` -- pure streaming ops (filters, windows, features, inference)
 - ``neuraflow.sinks`` -- storage (hot buffer, Iceberg, ...)
+- ``neuraflow.sync`` -- one time base for all devices; ``sync.align`` merges streams (``Pipeline.merge``)
 """
 
-from neuraflow import devices, ops, sinks
+from neuraflow import devices, ops, sinks, sync
 from neuraflow.chunk import Chunk, Event, StreamInfo
 from neuraflow.graph.pipeline import Pipeline, Stream
 from neuraflow.graph.plan import LogicalPlan
@@ -25,5 +26,6 @@ __all__ = [
     "devices",
     "ops",
     "sinks",
+    "sync",
 ]
 __version__ = "0.1.0"

@@ -94,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     tiering = _start_tiering(settings)
     n_channels = {i.stream_id: i.n_channels for infos in plan.stream_infos.values() for i in infos}
     print(f"pipeline {plan.name!r} running: {sum(len(s.devices) for s in plan.sources())} device(s), "
-          f"steps {[s.name for s in plan.steps()]}")
+          f"steps {[s.name for s in plan.processing()]}")
     for sink in plan.sinks():
         print(f"  sink {sink.name!r}: {_describe_sink(sink.sink)}")
     if url:

@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from neuraflow.chunk import StreamInfo
 
@@ -29,12 +30,14 @@ from neuraflow.errors import PipelineDefinitionError
 from neuraflow.graph.plan import (
     ExposeNode,
     LogicalPlan,
+    MergeNode,
     Node,
     SinkNode,
     SourceNode,
     StepNode,
     build_plan,
     derived_stream_id,
+    is_merge_op,
 )
 from neuraflow.ops.base import OpSpec
 from neuraflow.sinks.base import Sink
@@ -111,6 +114,33 @@ class Pipeline:
         self._add(SourceNode(_check_name("source", name), devs))
         return Stream(self, name)
 
+    def merge(self, name: str, op: Any, *inputs: Stream) -> Stream:
+        """Merge every stream of ``inputs`` into one stream with a multi-stream op.
+
+        ``op`` is e.g. :func:`neuraflow.sync.align` (several devices of different
+        rates onto one time grid). The devices feeding a merge are hosted by one
+        worker; steps chained after it run on the merged stream.
+
+        Examples
+        --------
+        >>> from neuraflow import Pipeline, devices, sinks, sync
+        >>> p = Pipeline("sync")
+        >>> eeg = p.source("eeg", devices.Synthetic(stream_id="eeg", n_channels=4, sfreq=256.0))
+        >>> ppg = p.source("ppg", devices.Synthetic(stream_id="ppg", n_channels=3, sfreq=64.0, line_freq=None))
+        >>> both = p.merge("aligned", sync.align(256.0, prefix=True), eeg, ppg)
+        >>> _ = both.to("hot", sinks.HotBuffer(seconds=5.0))
+        >>> p.build().stream_infos["aligned"][0].channels[:2]
+        ('eeg:Fp1', 'eeg:Fp2')
+        """
+        if not is_merge_op(op):
+            raise PipelineDefinitionError(
+                f"merge {name!r}: expected a multi-stream op such as sync.align(...), got {type(op).__name__}."
+            )
+        if not inputs or not all(isinstance(s, Stream) and s.pipeline is self for s in inputs):
+            raise PipelineDefinitionError(f"merge {name!r}: pass one or more streams of this pipeline to merge.")
+        self._add(MergeNode(_check_name("merge", name), op, tuple(s.node for s in inputs)))
+        return Stream(self, name)
+
     def sink(self, name: str, sink: Sink | None, *inputs: Stream) -> Stream:
         """Add (or extend with more inputs) the sink step ``name``."""
         existing = self._nodes.get(name)
@@ -136,10 +166,15 @@ class Pipeline:
         node = self._nodes[name]
         if isinstance(node, SourceNode):
             return tuple(d.info for d in node.devices)
+        if isinstance(node, MergeNode):
+            try:
+                return (node.op.infer_info([i for parent in node.inputs for i in self._infos(parent)]),)
+            except ValueError as exc:
+                raise PipelineDefinitionError(f"merge {name!r}: {exc}") from None
         if isinstance(node, StepNode):
             try:
                 inputs = self._infos(node.input)
-                sources = self._infos(self._source_of(node.input))
+                sources = self._infos(self._origin_of(node.input))
                 return tuple(
                     node.op.infer_info(info).replace(stream_id=derived_stream_id(src.stream_id, name))
                     for info, src in zip(inputs, sources)
@@ -148,9 +183,9 @@ class Pipeline:
                 raise PipelineDefinitionError(f"step {name!r}: {exc}") from None
         raise PipelineDefinitionError(f"{name!r} is a sink or an exposed output; it has no output streams.")
 
-    def _source_of(self, name: str) -> str:
+    def _origin_of(self, name: str) -> str:
         node = self._nodes[name]
-        while not isinstance(node, SourceNode):
+        while not isinstance(node, (SourceNode, MergeNode)):
             node = self._nodes[node.input] if isinstance(node, (StepNode, ExposeNode)) else self._nodes[node.inputs[0]]
         return node.name
 

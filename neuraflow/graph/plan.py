@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from neuraflow.chunk import StreamInfo
 from neuraflow.devices.base import Device
@@ -54,14 +55,41 @@ class ExposeNode:
     seconds: float = 10.0
 
 
-Node = SourceNode | StepNode | SinkNode | ExposeNode
+@dataclass(frozen=True)
+class MergeNode:
+    """One multi-stream op (e.g. :func:`neuraflow.sync.align`) fed by every stream of ``inputs``.
+
+    Unlike a step, which runs once per stream, a merge sees the chunks of all
+    its input streams (of every device of every input node) and produces one
+    output stream. ``op`` has the shape of :class:`~neuraflow.sync.AlignSpec`:
+    ``infer_info(infos)``, ``init(infos)``, ``step(state, chunks)`` and
+    ``flush(state)`` (end of input). The runtime hosts all of a merge's devices
+    on one worker.
+    """
+
+    name: str
+    op: Any
+    inputs: tuple[str, ...]
+
+
+Node = SourceNode | StepNode | MergeNode | SinkNode | ExposeNode
+
+#: Nodes whose output streams are the origin of the streams of the steps below them.
+Origin = SourceNode | MergeNode
+
+_MERGE_METHODS = ("infer_info", "init", "step", "flush")
+
+
+def is_merge_op(op: Any) -> bool:
+    """Whether ``op`` has the multi-stream shape a :class:`MergeNode` needs."""
+    return all(callable(getattr(op, m, None)) for m in _MERGE_METHODS)
 
 
 def node_inputs(node: Node) -> tuple[str, ...]:
     """Names of the nodes feeding ``node``."""
     if isinstance(node, SourceNode):
         return ()
-    if isinstance(node, SinkNode):
+    if isinstance(node, (SinkNode, MergeNode)):
         return node.inputs
     return (node.input,)
 
@@ -100,18 +128,38 @@ class LogicalPlan:
     def steps(self) -> list[StepNode]:
         return [n for n in self.nodes.values() if isinstance(n, StepNode)]
 
+    def processing(self) -> list[StepNode | MergeNode]:
+        """Steps and merges, in plan order (what the runtime times and counts)."""
+        return [n for n in self.nodes.values() if isinstance(n, (StepNode, MergeNode))]
+
+    def merges(self) -> list[MergeNode]:
+        return [n for n in self.nodes.values() if isinstance(n, MergeNode)]
+
     def sinks(self) -> list[SinkNode]:
         return [n for n in self.nodes.values() if isinstance(n, SinkNode)]
 
     def exposures(self) -> list[ExposeNode]:
         return [n for n in self.nodes.values() if isinstance(n, ExposeNode)]
 
-    def upstream_source(self, name: str) -> SourceNode:
-        """The source node whose streams reach ``name`` (steps have exactly one)."""
-        node = self.nodes[name]
-        while not isinstance(node, SourceNode):
-            node = self.nodes[node_inputs(node)[0]]
-        return node
+    def origin(self, name: str) -> Origin:
+        """The source or merge node whose streams ``name`` transforms (one stream of it per stream of ``name``)."""
+        return _origin_of(self.nodes, self.nodes[name])
+
+    def upstream_devices(self, name: str) -> list[tuple[str, int]]:
+        """Every ``(source_name, device_index)`` whose data reaches ``name``, in plan order."""
+        found: list[tuple[str, int]] = []
+        stack = [name]
+        seen: set[str] = set()
+        while stack:
+            node = self.nodes[stack.pop()]
+            if node.name in seen:
+                continue
+            seen.add(node.name)
+            if isinstance(node, SourceNode):
+                found.extend((node.name, i) for i in range(len(node.devices)))
+            stack.extend(node_inputs(node))
+        order = {n: i for i, n in enumerate(self.nodes)}
+        return sorted(found, key=lambda item: (order[item[0]], item[1]))
 
     def all_stream_ids(self) -> list[str]:
         """Every stream id produced by the plan (sources and steps)."""
@@ -170,7 +218,7 @@ def build_plan(name: str, nodes: Sequence[Node]) -> LogicalPlan:
         for parent in node_inputs(node):
             consumers[parent] += 1
     for node in ordered.values():
-        if isinstance(node, (SourceNode, StepNode)) and consumers[node.name] == 0:
+        if isinstance(node, (SourceNode, StepNode, MergeNode)) and consumers[node.name] == 0:
             raise PipelineDefinitionError(
                 f"pipeline {name!r}: the branch ending at {node.name!r} has no sink; "
                 f"add .to(name, sink) or p.expose(name, stream, route=...)."
@@ -183,9 +231,11 @@ def build_plan(name: str, nodes: Sequence[Node]) -> LogicalPlan:
             if not node.devices:
                 raise PipelineDefinitionError(f"source {node.name!r} has no devices.")
             infos[node.name] = tuple(d.info for d in node.devices)
+        elif isinstance(node, MergeNode):
+            infos[node.name] = (_merge_info(node, [i for name in node.inputs for i in infos[name]]),)
         elif isinstance(node, StepNode):
             out: list[StreamInfo] = []
-            source = _source_of(ordered, node)
+            source = _origin_of(ordered, node).name
             for src_info, in_info in zip(infos[source], infos[node.input]):
                 try:
                     info = node.op.infer_info(in_info)
@@ -208,10 +258,19 @@ def build_plan(name: str, nodes: Sequence[Node]) -> LogicalPlan:
     return LogicalPlan(name=name, nodes=MappingProxyType(ordered), stream_infos=MappingProxyType(infos))
 
 
-def _source_of(nodes: Mapping[str, Node], node: Node) -> str:
-    while not isinstance(node, SourceNode):
+def _origin_of(nodes: Mapping[str, Node], node: Node) -> Origin:
+    while not isinstance(node, (SourceNode, MergeNode)):
         node = nodes[node_inputs(node)[0]]
-    return node.name
+    return node
+
+
+def _merge_info(node: MergeNode, inputs: Sequence[StreamInfo]) -> StreamInfo:
+    if len(set(node.inputs)) != len(node.inputs):
+        raise PipelineDefinitionError(f"merge {node.name!r}: inputs {list(node.inputs)} name a node twice.")
+    try:
+        return node.op.infer_info(inputs)
+    except ValueError as exc:
+        raise PipelineDefinitionError(f"merge {node.name!r}: {exc}") from None
 
 
 def replace_devices(plan: LogicalPlan, source: str, devices: Sequence[Device]) -> LogicalPlan:

@@ -26,6 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 from neuraflow.chunk import Chunk, StreamInfo
+from neuraflow.errors import StreamMismatchError
 
 State = Any
 InitFn = Callable[..., State]
@@ -121,3 +122,23 @@ def run_offline(spec: OpSpec, chunks: Sequence[Chunk]) -> list[Chunk]:
         state, out = op.step(state, chunk)
         outputs.extend(out)
     return outputs
+
+
+def check_same_stream(where: str, chunk: Chunk, *, sfreq: float | None, n_channels: int | None) -> None:
+    """Refuse a chunk whose rate (Hz) or channel count differs from what the op was initialised with.
+
+    ``None`` skips that check. Raises :class:`StreamMismatchError` naming the op, the stream,
+    the value seen and the value expected. Every op whose state depends on the rate or the
+    channel count calls this first in ``step``, so a mid-stream change is a named error,
+    never a silently wrong number.
+    """
+    if n_channels is not None and chunk.n_channels != n_channels:
+        raise StreamMismatchError(
+            f"{where}: stream {chunk.stream_id!r} chunk has {chunk.n_channels} channels, "
+            f"the op was initialised with {n_channels}."
+        )
+    if sfreq is not None and chunk.sfreq != sfreq:
+        raise StreamMismatchError(
+            f"{where}: stream {chunk.stream_id!r} changed rate mid-stream: sfreq={chunk.sfreq!r} Hz, "
+            f"the op was initialised at {sfreq!r} Hz."
+        )

@@ -180,7 +180,7 @@ class PipelineController:
             "uptime_s": time.time() - self.started_s,
             "groups": {g: dict(v) for g, v in self._groups.items()},
             "sources": {s.name: [d.info.stream_id for d in s.devices] for s in self.plan.sources()},
-            "steps": [s.name for s in self.plan.steps()],
+            "steps": [s.name for s in self.plan.processing()],
             "sinks": {name: {"error": self._sink_errors.get(name), "failures": self._sink_failures.get(name, 0),
                              "pending_chunks": len(self._pending.get(name, [])),
                              "dropped_chunks": self._sink_dropped.get(name, 0)} for name in self._sinks},
@@ -213,7 +213,7 @@ class PipelineController:
                     "busy_s": self._step_time_s.get(step.name, 0.0),
                     "busy_fraction": self._step_time_s.get(step.name, 0.0) / elapsed if elapsed else 0.0,
                 }
-                for step in self.plan.steps()
+                for step in self.plan.processing()
             },
             "sinks": {name: {"failures": self._sink_failures.get(name, 0),
                              "pending_chunks": len(self._pending.get(name, [])),

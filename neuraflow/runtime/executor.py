@@ -58,13 +58,15 @@ def _pinning(plan: LogicalPlan, hosted: list[tuple[str, int]]) -> dict[str, Any]
 
     A device bound to hardware declares ``ray_resources`` (e.g. ``{"eeg-dongle-1": 1}``)
     naming a custom resource that only the node with the dongle offers
-    (``ray start --resources='{"eeg-dongle-1": 1}'``); its dedicated worker asks for it.
+    (``ray start --resources='{"eeg-dongle-1": 1}'``); its dedicated worker asks for it
+    (a worker hosting a merge's devices asks for all of theirs).
     """
-    if len(hosted) == 1:
-        source, index = hosted[0]
-        resources = getattr(plan.nodes[source].devices[index], "ray_resources", None)
-        if resources:
-            return {"resources": dict(resources)}
+    resources: dict[str, float] = {}
+    for source, index in hosted:  # several only when a merge bundles devices: the node must offer all
+        for key, amount in (getattr(plan.nodes[source].devices[index], "ray_resources", None) or {}).items():
+            resources[key] = resources.get(key, 0) + amount
+    if resources:
+        return {"resources": resources}
     return {"scheduling_strategy": "SPREAD"}
 
 

@@ -6,7 +6,9 @@ that arrived, walks the steps in topological order and calls each op's
 ``step_batch`` once per *round* with one chunk of every stream (so 256 hosted
 devices cost one stacked ``sosfilt`` per filter step, not 256). Per-stream
 order is preserved; state lives here, keyed by ``(step, source stream)``, and
-can be snapshotted and restored (actor restarts).
+can be snapshotted and restored (actor restarts). A merge node (``Pipeline.merge``)
+has one state, keyed ``(merge, "*")``, fed with the chunks of all its input streams
+(the placement hosts them all on one worker); at the end of input it is flushed.
 
 This module does not import Ray: the same object runs inside a device-group
 actor, in :func:`run_local` for tests, and in benchmarks.
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from neuraflow.chunk import Chunk, StreamInfo
-from neuraflow.graph.plan import ExposeNode, LogicalPlan, SinkNode, SourceNode, StepNode
+from neuraflow.graph.plan import ExposeNode, LogicalPlan, MergeNode, SinkNode, SourceNode, StepNode
 from neuraflow.ops.base import BoundOp
 
 
@@ -63,10 +65,26 @@ class FusedGraph:
             src_info = plan.stream_infos[source_name][index]
             source_ids[source_name].append(src_info.stream_id)
         for step in plan.steps():
-            src = plan.upstream_source(step.name)
-            for index, src_info in enumerate(plan.stream_infos[src.name]):
+            origin = plan.origin(step.name)
+            for index, src_info in enumerate(plan.stream_infos[origin.name]):
                 self._derived[(step.name, src_info.stream_id)] = plan.stream_infos[step.name][index]
+        self._merge_inputs = {m.name: self._hosted_merge_inputs(m) for m in plan.merges()}
         self._nodes = [n for n in plan.nodes.values() if not isinstance(n, SourceNode)]
+
+    def _hosted_merge_inputs(self, merge: MergeNode) -> list[StreamInfo] | None:
+        """Input streams of ``merge`` if this worker hosts all its devices, None if it hosts none."""
+        needed = self.plan.upstream_devices(merge.name)
+        here = set(self.hosted)
+        hosted = [item for item in needed if item in here]
+        if not hosted:
+            return None
+        if len(hosted) != len(needed):
+            missing = sorted(set(needed) - here)
+            raise RuntimeError(
+                f"merge {merge.name!r}: this worker hosts {hosted} but not {missing}; "
+                f"a merge's devices must share one worker (placement bug)."
+            )
+        return [info for name in merge.inputs for info in self.plan.stream_infos[name]]
 
     # ------------------------------------------------------------------ state
     def snapshot(self) -> dict[str, Any]:
@@ -93,7 +111,9 @@ class FusedGraph:
         return dict(self._next_seq)
 
     # ------------------------------------------------------------------ run
-    def process(self, raw: dict[str, list[Chunk]], *, shed_before_s: float | None = None) -> TickOutput:
+    def process(
+        self, raw: dict[str, list[Chunk]], *, shed_before_s: float | None = None, final: bool = False
+    ) -> TickOutput:
         """Push one tick of raw chunks through the DAG.
 
         Parameters
@@ -103,6 +123,9 @@ class FusedGraph:
         shed_before_s : float, optional
             Real-time mode only: outputs of sheddable ops (windows) whose
             ``t_end_s`` is older than this are dropped, except the newest per stream.
+        final : bool
+            The hosted devices have ended: merges flush what they hold (e.g. the
+            aligner emits the grid points it was waiting on, missing data as ``nan``).
         """
         out = TickOutput()
         produced: dict[str, list[tuple[str, Chunk]]] = {}
@@ -112,6 +135,11 @@ class FusedGraph:
             if isinstance(node, StepNode):
                 started = time.perf_counter()
                 produced[node.name] = self._run_step(node, produced.get(node.input, []), out, shed_before_s)
+                out.step_time_s[node.name] += time.perf_counter() - started
+            elif isinstance(node, MergeNode):
+                started = time.perf_counter()
+                inputs = [item for name in node.inputs for item in produced.get(name, [])]
+                produced[node.name] = self._run_merge(node, inputs, out, final)
                 out.step_time_s[node.name] += time.perf_counter() - started
             elif isinstance(node, SinkNode):
                 for name in node.inputs:
@@ -155,6 +183,27 @@ class FusedGraph:
                     seq += 1
                 self._next_seq[info.stream_id] = seq
                 out.step_counts[node.name] += len(outs)
+        return results
+
+
+    def _run_merge(
+        self, node: MergeNode, inputs: list[tuple[str, Chunk]], out: TickOutput, final: bool
+    ) -> list[tuple[str, Chunk]]:
+        infos = self._merge_inputs[node.name]
+        if infos is None:
+            return []
+        key = (node.name, "*")
+        state = self._states[key] if key in self._states else node.op.init(infos)
+        state, outs = node.op.step(state, [c for _, c in inputs]) if inputs else (state, [])
+        if final:
+            state, tail = node.op.flush(state)
+            outs = [*outs, *tail]
+        self._states[key] = state
+        info = self.plan.stream_infos[node.name][0]
+        seq = self._next_seq.get(info.stream_id, 0)
+        results = [(info.stream_id, chunk.replace(info=info, seq=seq + i)) for i, chunk in enumerate(outs)]
+        self._next_seq[info.stream_id] = seq + len(outs)
+        out.step_counts[node.name] += len(outs)
         return results
 
 

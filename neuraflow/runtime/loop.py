@@ -123,6 +123,7 @@ class GroupLoop:
         self._stats: dict[str, StreamStats] = {s.stream_id: StreamStats() for _, s in self.slots}
         self._reported: dict[str, tuple[int, int, int, int]] = {}
         self._next_ready: list[float] = [0.0] * len(self.slots)
+        self._paced_with = self._merge_partners(plan, hosted) if loop_options.mode is Mode.BATCH else {}
         self._last_busy_s: float | None = None  # start of the last tick that processed data
         self._last_checkpoint = time.monotonic()
         self._last_report = time.monotonic()
@@ -142,6 +143,30 @@ class GroupLoop:
     def finished(self) -> bool:
         return all(slot.finished and slot.queue_depth == 0 for _, slot in self.slots)
 
+    @staticmethod
+    def _merge_partners(plan: LogicalPlan, hosted: Sequence[tuple[str, int]]) -> dict[int, list[int]]:
+        """Slot index -> indices of the other slots feeding the same merge (see :meth:`poll`)."""
+        index = {item: i for i, item in enumerate(hosted)}
+        partners: dict[int, set[int]] = {}
+        for merge in plan.merges():
+            members = [index[item] for item in plan.upstream_devices(merge.name) if item in index]
+            for i in members:
+                partners.setdefault(i, set()).update(j for j in members if j != i)
+        return {i: sorted(js) for i, js in partners.items() if js}
+
+    def _read_horizon(self, i: int) -> float | None:
+        """Batch mode: device time up to which slot ``i`` may read (None: no limit).
+
+        Files and as-fast-as-possible devices feeding one merge are read in step
+        by device time (never more than one chunk past the slowest live partner),
+        so the merge sees them side by side as it would in real time instead of
+        one racing ahead and the others looking stalled.
+        """
+        ends = [self.slots[j][1].last_t_end_s for j in self._paced_with.get(i, ()) if not self.slots[j][1].finished]
+        if not ends:
+            return None
+        return min(-math.inf if e is None else e for e in ends)
+
     # ------------------------------------------------------------------ one tick
     def poll(self) -> None:
         """Read every device that is due into its ring buffer."""
@@ -149,7 +174,7 @@ class GroupLoop:
         for i, (_, slot) in enumerate(self.slots):
             if self._next_ready[i] > now + _WAKE_SLACK_S:
                 continue
-            slot.poll()
+            slot.poll(until_s=self._read_horizon(i))
             hint = slot.next_ready_s()
             self._next_ready[i] = hint if hint is not None else 0.0
 
@@ -171,11 +196,13 @@ class GroupLoop:
                 watermarks[slot.stream_id] = (chunks[-1].seq + 1, chunks[-1].t_end_s)
         now = time.time()
         report_due = final or time.monotonic() - self._last_report >= self.options.report_every_s
-        if not taken and not events and not report_due:
+        finishing = final or self.finished
+        if not taken and not events and not report_due and not finishing:
             return None
         self._last_busy_s = now if taken else self._last_busy_s
         shed_before = now - self.options.latency_budget_s if self.options.mode is Mode.REALTIME else None
-        out = self.fused.process(raw, shed_before_s=shed_before)
+        # end of input (every device ended) or stop: merges flush what they hold back
+        out = self.fused.process(raw, shed_before_s=shed_before, final=finishing)
         done = time.time()
         self._account(taken, done, out.n_shed)
         delivery = Delivery(

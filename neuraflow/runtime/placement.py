@@ -18,6 +18,8 @@ def partition_devices(
     the actor can be pinned where the hardware is. Pollable
     devices are dealt round-robin over ``n_workers`` groups (one per core is
     what measured best), or in groups of ``devices_per_group`` when given.
+    The devices feeding one merge (``Pipeline.merge``) form a bundle that is
+    placed as a unit, on a worker of its own if any member needs one.
 
     Returns
     -------
@@ -25,24 +27,47 @@ def partition_devices(
         One list per worker, none empty.
     """
     dedicated: list[list[tuple[str, int]]] = []
-    shared: list[tuple[str, int]] = []
-    for source in plan.sources():
-        for index, device in enumerate(source.devices):
-            if getattr(device, "blocking", False) or getattr(device, "ray_resources", None):
-                dedicated.append([(source.name, index)])
-            else:
-                shared.append((source.name, index))
+    shared: list[list[tuple[str, int]]] = []
+    for bundle in _bundles(plan):
+        devices = [plan.nodes[source].devices[index] for source, index in bundle]
+        if any(getattr(d, "blocking", False) or getattr(d, "ray_resources", None) for d in devices):
+            dedicated.append(bundle)
+        else:
+            shared.append(bundle)
     if not shared:
         return dedicated
     if devices_per_group is not None:
-        n_groups = math.ceil(len(shared) / devices_per_group)
-    else:
-        n_groups = max(1, min(n_workers, len(shared)))
-    groups: list[list[tuple[str, int]]] = [[] for _ in range(n_groups)]
-    if devices_per_group is not None:
-        for i, item in enumerate(shared):
-            groups[i // devices_per_group].append(item)
-    else:
-        for i, item in enumerate(shared):
-            groups[i % n_groups].append(item)
+        groups: list[list[tuple[str, int]]] = [[]]
+        for bundle in shared:
+            if groups[-1] and len(groups[-1]) + len(bundle) > devices_per_group:
+                groups.append([])
+            groups[-1].extend(bundle)
+        return dedicated + groups
+    n_groups = max(1, min(n_workers, len(shared)))
+    groups = [[] for _ in range(n_groups)]
+    for i, bundle in enumerate(shared):
+        groups[i % n_groups].extend(bundle)
     return dedicated + groups
+
+
+def _bundles(plan: LogicalPlan) -> list[list[tuple[str, int]]]:
+    """Devices that must share a worker: one bundle per set of merge-connected devices, else singletons."""
+    owner: dict[tuple[str, int], int] = {}
+    bundles: list[list[tuple[str, int]]] = []
+    for source in plan.sources():
+        for index in range(len(source.devices)):
+            owner[(source.name, index)] = len(bundles)
+            bundles.append([(source.name, index)])
+    for merge in plan.merges():
+        members = plan.upstream_devices(merge.name)
+        target = owner[members[0]]
+        for item in members[1:]:
+            current = owner[item]
+            if current == target:
+                continue
+            for moved in bundles[current]:
+                owner[moved] = target
+            bundles[target].extend(bundles[current])
+            bundles[current] = []
+    order = {item: i for i, item in enumerate(owner)}
+    return [sorted(b, key=order.__getitem__) for b in bundles if b]

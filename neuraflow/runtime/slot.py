@@ -140,8 +140,12 @@ class DeviceSlot:
         log.warning("device %s failed during %s (%s); retry in %.2f s", self.stream_id, during, exc, delay)
 
     # ---------------------------------------------------------------- reading
-    def poll(self) -> None:
-        """Read what a pollable device has ready into the ring (called by the worker loop)."""
+    def poll(self, *, until_s: float | None = None) -> None:
+        """Read what a pollable device has ready into the ring (called by the worker loop).
+
+        ``until_s``: stop once the device's data runs past this device time (s), for
+        reading merge partners in step; the first chunk is always read.
+        """
         if self.finished or getattr(self.device, "blocking", False):
             return
         if not self._open:
@@ -152,6 +156,8 @@ class DeviceSlot:
                 return
         for _ in range(self.options.max_reads_per_poll):
             if self.ring.policy is Backpressure.BLOCK and self.ring.full():
+                return
+            if until_s is not None and self.last_t_end_s is not None and self.last_t_end_s > until_s:
                 return
             if not self._read_once(0.0):
                 return

@@ -5,7 +5,8 @@
 - :func:`dejitter` -- the pipeline step that rewrites ``Chunk.t0_s`` from a :class:`ClockModel`
 - :class:`OffsetModel` / :func:`fit_offsets` -- LSL clock offsets ``(time, offset)`` -> fitted ``offset(t)``
 - :func:`align` / :class:`Aligner` / :func:`align_chunks` -- merge streams of different
-  rates onto one epoch-aligned grid (linear, nearest or sample-and-hold)
+  rates onto one epoch-aligned grid (linear, nearest or sample-and-hold); in a pipeline
+  through ``Pipeline.merge(name, sync.align(...), *streams)``
 
 Nothing here imports Ray.
 """

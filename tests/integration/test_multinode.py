@@ -3,7 +3,9 @@
 - device groups are spread over the nodes;
 - the output (raw and derived streams) is bit-exact the single-process output;
 - a worker whose node is removed comes back on another node, keeps numbering
-  ``seq`` where the sinks are (no duplicates) and the pipeline keeps delivering.
+  ``seq`` where the sinks are (no duplicates) and the pipeline keeps delivering;
+- a merge (``sync.align`` of the Muse XDF's four streams) keeps its devices on one worker
+  and gives the single-process output.
 
 The module shares one cluster; the shared local Ray of the other integration
 tests is shut down first and re-started lazily by ``ray_local`` afterwards.
@@ -18,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neuraflow import Pipeline, ops
-from neuraflow.devices import FilePlayback, Synthetic
+from neuraflow import Pipeline, ops, sync
+from neuraflow.devices import FilePlayback, Synthetic, xdf_devices
 from neuraflow.graph.plan import LogicalPlan
 from neuraflow.runtime.executor import Engine
 from neuraflow.runtime.local import run_local
@@ -285,3 +287,37 @@ def test_device_worker_is_pinned_to_the_node_with_its_hardware(cluster, tmp_path
     finally:
         cluster.remove_node(node)
         del ray
+
+
+def merge_plan(name: str, muse_xdf: Path, paths: list[Path]) -> LogicalPlan:
+    """The Muse XDF's four streams merged onto a 256 Hz grid, beside two file devices that spread out."""
+    p = Pipeline(name)
+    muse = [p.source(f"muse{i}", d) for i, d in enumerate(xdf_devices(muse_xdf, chunk_size=32))]
+    others = p.source("others", [FilePlayback(path, stream_id=f"dev-{i}", chunk_size=CHUNK, realtime=False)
+                                 for i, path in enumerate(paths[:2])])
+    p.merge("aligned", sync.align(256.0, prefix=True), *muse).to("mem", MemorySink())
+    others.to("mem")
+    return p.build()
+
+
+def test_merge_on_a_cluster_equals_single_process(cluster, tmp_path: Path, muse_xdf: Path) -> None:
+    paths = write_recordings(tmp_path, seconds=5.0)
+    expected = run_local(merge_plan("merge-local", muse_xdf, paths))
+    handle = Engine(make_settings(tmp_path)).start(merge_plan("merge-cluster", muse_xdf, paths), mode="batch")
+    try:
+        groups = handle.group_status()
+        (home,) = [g for g in groups.values() if "Muse-EEG" in g["streams"]]
+        assert sorted(home["streams"]) == ["Muse-ACC", "Muse-EEG", "Muse-GYRO", "Muse-PPG"], groups
+        assert handle.wait(120.0), handle.status()
+        got = handle.call_sink("mem", "chunks", "aligned")
+    finally:
+        handle.stop()
+        handle.destroy()
+    want = expected.call_sink("mem", "chunks", "aligned")
+    # one output chunk per tick: the chunking follows the ticks, the grid and the values do not
+    assert len(want) > 10 and [c.seq for c in got] == list(range(len(got)))
+    for chunks in (got, want):
+        assert all(b.meta["grid_index"] == a.meta["grid_index"] + a.n_samples for a, b in zip(chunks, chunks[1:]))
+    assert got[0].t0_s == want[0].t0_s and got[0].channels == want[0].channels
+    np.testing.assert_array_equal(np.concatenate([c.data for c in got], axis=1),
+                                  np.concatenate([c.data for c in want], axis=1))

@@ -45,7 +45,7 @@ def test_valid_plan_is_topological_and_derives_stream_ids() -> None:
     assert [i.stream_id for i in plan.stream_infos["bp"]] == ["eeg-0/bp", "eeg-1/bp"]
     assert derived_stream_id("eeg-0", "bp") == "eeg-0/bp"
     assert plan.children("eeg") == ["bp", "raw"]
-    assert plan.upstream_source("clean").name == "eeg"
+    assert plan.origin("clean").name == "eeg"
     assert sorted(plan.all_stream_ids()) == ["eeg-0", "eeg-0/bp", "eeg-1", "eeg-1/bp"]
 
 
