@@ -30,7 +30,8 @@ from neuraflow.ops.iir import dc_block, filter_bank, iir_filter
 from neuraflow.ops.inference import logistic_regression_onnx, onnx_model
 from neuraflow.ops.resample import resample
 from neuraflow.ops.registry import ModelIntegrityError, ModelRegistry
-from neuraflow.ops.spectra import band_power, morlet_power, multitaper_psd, peak_frequency, spectral_edge, welch_psd
+from neuraflow.ops.power import band_power, morlet_power, peak_frequency, spectral_edge
+from neuraflow.ops.spectra import multitaper_psd, welch_psd
 from neuraflow.ops.spectral import sliding_band_power
 from neuraflow.ops.spikes import bin_counts, threshold_spikes
 from neuraflow.ops.temporal import temporal_features

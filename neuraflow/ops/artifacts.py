@@ -1,16 +1,10 @@
-"""Artifact handling ops: EOG regression, blink and EMG detection, amplitude/motion guard.
+"""Artifact detection ops: blink and EMG detection, amplitude/motion guard.
 
-All four are causal, carry their state between chunks, and give the same
+All three are causal, carry their state between chunks, and give the same
 samples whatever the chunking (filters start from zero delay lines as in
-:mod:`neuraflow.ops.filters`; thresholds act per sample).
+:mod:`neuraflow.ops.filters`; thresholds act per sample). EOG regression lives
+in :mod:`neuraflow.ops.eog` (re-exported here).
 
-:func:`eog_regression`
-    ``y = x - B @ eog`` on the non-EOG channels (EOG channels pass unchanged);
-    ``B`` (n_targets, n_eog) is the centred least-squares fit of
-    :func:`fit_eog_regression` -- the same estimator as
-    :class:`mne.preprocessing.EOGRegression` -- either given or fitted on the
-    first ``calibration_s`` seconds of the stream (passed through unchanged
-    meanwhile).
 :func:`blink_detector`
     Mean of the frontal channels band-passed 1-10 Hz; a blink is an upward
     crossing of a threshold (absolute, or ``median + z * 1.4826 * MAD`` of the
@@ -25,23 +19,42 @@ samples whatever the chunking (filters start from zero delay lines as in
 
 Marking (``action="mark"``) appends one channel ``"artifact:emg"`` /
 ``"artifact:amplitude"`` (type ``"misc"``, 1.0 on flagged samples, else 0.0).
+
+NaN policy: a filter whose delay line went non-finite restarts that channel
+from rest (as :func:`~neuraflow.ops.filters.bandpass` does), counted in the
+output chunk's ``meta["filter_resets"]``, so detection resumes after a NaN
+burst; non-finite samples are left out of the blink calibration, and
+:func:`amplitude_guard` flags them as bad.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from scipy import signal
 
 from neuraflow._validate import check_option, check_positive
 from neuraflow.chunk import Chunk, StreamInfo
-from neuraflow.errors import PipelineDefinitionError, StreamMismatchError
-from neuraflow.ops.base import OpSpec
+from neuraflow.errors import PipelineDefinitionError
+from neuraflow.ops._artifact_utils import (
+    FRONTAL_PROXIES,
+    butter_sos,
+    channel_indices,
+    check_names,
+    pick_rows,
+    sosfilt_rows,
+    with_data,
+    zero_zi,
+)
+from neuraflow.ops.base import OpSpec, check_same_stream
+from neuraflow.ops.eog import eog_regression, fit_eog_regression
+from neuraflow.ops.filters import _readonly, reset_nonfinite
 
 __all__ = [
     "amplitude_guard",
@@ -50,42 +63,6 @@ __all__ = [
     "eog_regression",
     "fit_eog_regression",
 ]
-
-FRONTAL_PROXIES: tuple[str, ...] = ("Fp1", "Fp2")
-
-
-def _ro(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False
-    return a
-
-
-def _indices(info: StreamInfo, names: Sequence[str], what: str) -> tuple[int, ...]:
-    missing = [n for n in names if n not in info.channels]
-    if missing:
-        raise ValueError(f"{what} {missing} not in the stream's channels {info.channels}.")
-    return tuple(info.channels.index(n) for n in names)
-
-
-def _names(where: str, name: str, value: Sequence[str] | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    names = (value,) if isinstance(value, str) else tuple(value)
-    if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
-        raise PipelineDefinitionError(f"{where}: {name}={value!r} must be distinct non-empty channel names.")
-    return names
-
-
-def _pick(info: StreamInfo, names: tuple[str, ...] | None, proxies: tuple[str, ...], what: str) -> tuple[int, ...]:
-    if names is not None:
-        return _indices(info, names, what)
-    found = tuple(info.channels.index(p) for p in proxies if p in info.channels)
-    if not found:
-        raise ValueError(f"no {what} given and none of the proxies {proxies} is in the channels {info.channels}.")
-    return found
-
-
-def _sos(kind: str, freqs: Any, sfreq: float, order: int) -> np.ndarray:
-    return np.ascontiguousarray(signal.butter(order, freqs, btype=kind, fs=sfreq, output="sos"))
 
 
 def _line_sos(line_freq: float | None, lo: float, sfreq: float) -> np.ndarray:
@@ -99,21 +76,6 @@ def _line_sos(line_freq: float | None, lo: float, sfreq: float) -> np.ndarray:
     return np.vstack(rows) if rows else np.zeros((0, 6))
 
 
-def _filt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if sos.shape[0] == 0:
-        return x, zi
-    return signal.sosfilt(np.array(sos), x, axis=-1, zi=zi)
-
-
-def _zi(sos: np.ndarray, n_rows: int) -> np.ndarray:
-    return np.zeros((sos.shape[0], n_rows, 2))
-
-
-def _with(chunk: Chunk, data: np.ndarray, info: StreamInfo | None = None, **meta: Any) -> Chunk:
-    merged = {**chunk.meta, **meta} if meta else chunk.meta
-    return Chunk(data.astype(np.float32), chunk.t0_s, info or chunk.info, chunk.seq, chunk.recv_s, merged)
-
-
 def _mark_info(info: StreamInfo, label: str) -> StreamInfo:
     return info.replace(
         channels=(*info.channels, f"artifact:{label}"),
@@ -122,226 +84,98 @@ def _mark_info(info: StreamInfo, label: str) -> StreamInfo:
     )
 
 
-def _check_n(state_n: int, chunk: Chunk) -> None:
-    if chunk.n_channels != state_n:
-        raise StreamMismatchError(
-            f"stream {chunk.stream_id!r}: chunk has {chunk.n_channels} channels, the op was initialised with {state_n}."
-        )
-
-
-# ------------------------------------------------------------------ EOG regression
-def fit_eog_regression(
-    data: np.ndarray, eog_idx: Sequence[int], *, sfreq: float | None = None, fit_band: tuple[float, float] | None = None
-) -> np.ndarray:
-    """Least-squares EOG regression coefficients (MNE's ``EOGRegression.fit``).
-
-    Parameters
-    ----------
-    data : ndarray, shape (n_channels, n_samples)
-        Calibration data (volts), containing eye movements/blinks.
-    eog_idx : sequence of int
-        Rows of ``data`` that are EOG (or frontal proxy) channels.
-    sfreq : float, optional
-        Hz; needed with ``fit_band``.
-    fit_band : (float, float), optional
-        Fit on the data band-passed to this band (Hz; 2nd-order causal
-        Butterworth), where ocular activity dominates, e.g. ``(1, 8)``; the
-        coefficients then apply to the unfiltered data. ``None``: MNE's fit.
-
-    Returns
-    -------
-    coef : ndarray, shape (n_channels - n_eog, n_eog)
-        ``B = (E_c E_c^T)^{-1} E_c Y_c^T`` transposed, with ``E_c``/``Y_c`` the
-        EOG/other rows minus their means; the other rows keep their order.
-    """
-    x = np.asarray(data, dtype=np.float64)
-    eog = list(eog_idx)
-    if x.ndim != 2 or not eog or len(set(eog)) != len(eog) or not all(0 <= i < x.shape[0] for i in eog):
-        raise ValueError(f"fit_eog_regression: need 2-D data and distinct row indices, got {x.shape}, {eog_idx}.")
-    other = [i for i in range(x.shape[0]) if i not in eog]
-    if fit_band is not None:
-        if sfreq is None:
-            raise ValueError("fit_eog_regression: fit_band needs sfreq.")
-        x = signal.sosfilt(_sos("bandpass", fit_band, sfreq, 2), x, axis=-1)
-    e = x[eog] - x[eog].mean(axis=1, keepdims=True)
-    y = x[other] - x[other].mean(axis=1, keepdims=True)
-    return np.linalg.solve(e @ e.T, e @ y.T).T
-
-
-@dataclass(frozen=True, eq=False)
-class EogState:
-    """Regression state: channel split, coefficients (once known), calibration sums."""
-
-    eog: tuple[int, ...]
-    other: tuple[int, ...]
-    coef: np.ndarray | None  # (n_other, n_eog)
-    n_left: int  # calibration samples still to collect
-    shift: np.ndarray  # (n_channels,) first sample, subtracted before summing (precision)
-    sums: tuple[float, np.ndarray, np.ndarray]  # n, sum of rows (n_ch,), sum of outer products (n_ch, n_ch)
-    band_sos: np.ndarray | None = None  # fit_band filter and its delay line
-    band_zi: np.ndarray | None = None
-
-
-def _eog_info(info: StreamInfo, *, names, proxies) -> StreamInfo:
-    eog = _pick(info, names, proxies, "eog_channels")
-    if len(eog) == info.n_channels:
-        raise ValueError("eog_regression needs at least one channel that is not an EOG channel.")
-    return info
-
-
-def _eog_init(first: Chunk, *, names, proxies, calibration_s, coef, fit_band) -> EogState:
-    eog = _pick(first.info, names, proxies, "eog_channels")
-    other = tuple(i for i in range(first.n_channels) if i not in eog)
-    n = first.n_channels
-    if coef is not None and coef.shape != (len(other), len(eog)):
-        raise StreamMismatchError(f"eog_regression: coef has shape {coef.shape}, expected {(len(other), len(eog))}.")
-    shift = first.data[:, 0].astype(np.float64) if first.n_samples else np.zeros(n)
-    band = None if fit_band is None else _ro(_sos("bandpass", fit_band, first.sfreq, 2))
-    if band is not None:
-        shift = np.zeros(n)  # the band-passed data has no offset
-    return EogState(eog, other, coef, 0 if coef is not None else int(round(calibration_s * first.sfreq)),
-                    _ro(shift), (0.0, _ro(np.zeros(n)), _ro(np.zeros((n, n)))),
-                    band, None if band is None else _ro(_zi(band, n)))
-
-
-def _eog_fit(state: EogState, sums: tuple[float, np.ndarray, np.ndarray]) -> np.ndarray:
-    n, s1, s2 = sums
-    cov = s2 - np.outer(s1, s1) / n
-    e, o = list(state.eog), list(state.other)
-    return _ro(np.linalg.lstsq(cov[np.ix_(e, e)], cov[np.ix_(e, o)], rcond=None)[0].T)
-
-
-def _eog_step(state: EogState, chunk: Chunk) -> tuple[EogState, list[Chunk]]:
-    _check_n(len(state.shift), chunk)
-    if chunk.n_samples == 0:
-        return state, [chunk]
-    x = chunk.data.astype(np.float64)
-    y = x.copy()
-    k = 0
-    if state.coef is None:
-        k = min(state.n_left, x.shape[1])
-        c = x[:, :k] - state.shift[:, None]
-        zi = state.band_zi
-        if state.band_sos is not None:
-            c, zi = _filt(state.band_sos, c, zi)
-            zi = _ro(zi)
-        n, s1, s2 = state.sums
-        sums = (n + k, _ro(s1 + c.sum(axis=1)), _ro(s2 + c @ c.T))
-        done = k == state.n_left
-        state = EogState(state.eog, state.other, _eog_fit(state, sums) if done else None,
-                         state.n_left - k, state.shift, sums, state.band_sos, zi)
-    if state.coef is not None and k < x.shape[1]:
-        y[list(state.other), k:] -= state.coef @ x[list(state.eog), k:]
-    return state, [_with(chunk, y)]
-
-
-def eog_regression(
-    eog_channels: Sequence[str] | None = None,
-    *,
-    proxies: Sequence[str] = FRONTAL_PROXIES,
-    calibration_s: float = 30.0,
-    coef: np.ndarray | None = None,
-    fit_band: tuple[float, float] | None = None,
-) -> OpSpec:
-    """Remove ocular activity by linear regression on EOG (or frontal proxy) channels.
-
-    Parameters
-    ----------
-    eog_channels : sequence of str or None
-        EOG channels; ``None`` uses those of ``proxies`` present in the stream.
-    proxies : sequence of str
-        Frontal channels standing in for EOG when ``eog_channels`` is None.
-    calibration_s : float
-        Seconds (> 0) at the start of the stream on which ``coef`` is fitted
-        (output = input until then). Ignored when ``coef`` is given.
-    coef : ndarray, shape (n_other, n_eog), optional
-        Coefficients from :func:`fit_eog_regression`, applied from the first sample.
-    fit_band : (float, float), optional
-        Fit the online coefficients on the data band-passed to this band (Hz),
-        as :func:`fit_eog_regression` does; below Nyquist.
-
-    Returns
-    -------
-    OpSpec
-        Same channels, rate and units; non-EOG rows become ``x - coef @ eog``.
-
-    Examples
-    --------
-    >>> from neuraflow.ops import eog_regression
-    >>> eog_regression(["EOG"], calibration_s=20.0).params["calibration_s"]
-    20.0
-    """
-    where = "ops.eog_regression"
-    names = _names(where, "eog_channels", eog_channels)
-    prox = _names(where, "proxies", proxies) or ()
-    cal = check_positive(where, "calibration_s", calibration_s)
-    if coef is not None:
-        coef = np.array(coef, dtype=np.float64)
-        if coef.ndim != 2 or not np.isfinite(coef).all():
-            raise PipelineDefinitionError(f"{where}: coef must be a finite 2-D array (n_other, n_eog).")
-        _ro(coef)
-    if fit_band is not None:
-        lo, hi = (check_positive(where, "fit_band", f) for f in fit_band)
-        if lo >= hi:
-            raise PipelineDefinitionError(f"{where}: fit_band={fit_band!r} must be (low, high) in Hz.")
-        fit_band = (lo, hi)
-    kw = {"names": names, "proxies": prox}
-    return OpSpec(
-        kind="eog_regression",
-        init=partial(_eog_init, calibration_s=cal, coef=coef, fit_band=fit_band, **kw),
-        step=_eog_step,
-        infer_info=partial(_eog_info, **kw),
-        params=MappingProxyType({"eog_channels": names, "proxies": prox, "calibration_s": cal,
-                                 "coef": None if coef is None else coef.tolist(), "fit_band": fit_band}),
-    )
+def _resets_meta(n_reset: int) -> dict[str, int]:
+    """Output meta counting the channels whose filters restarted (empty when none)."""
+    return {"filter_resets": n_reset} if n_reset else {}
 
 
 # ------------------------------------------------------------------ blink detector
 @dataclass(frozen=True, eq=False)
 class BlinkState:
-    """Band-pass delay line, threshold (V), calibration samples, detection history."""
+    """Blink detection state of one stream (arrays read-only).
+
+    Parameters
+    ----------
+    idx : tuple of int
+        Rows averaged for detection.
+    zi : ndarray, shape (n_sections, 1, 2)
+        Delay line of the 1-10 Hz band-pass.
+    sos : ndarray, shape (n_sections, 6)
+        The band-pass.
+    threshold_v : float or None
+        Detection threshold (V), ``None`` while calibrating.
+    calib : ndarray, shape (n_collected,)
+        Finite filtered samples collected for the ``z`` threshold.
+    n_cal : int
+        Finite samples the calibration needs.
+    prev : float
+        Last filtered sample.
+    since : int
+        Samples since the last detection (large at start).
+    info : StreamInfo
+        Output description.
+    sfreq : float
+        Input rate, Hz, and ...
+    n_channels : int
+        ... input channel count at ``init``: a chunk that changes either is refused.
+    """
 
     idx: tuple[int, ...]
-    zi: np.ndarray  # (n_sections, 1, 2)
+    zi: np.ndarray
     sos: np.ndarray
-    threshold_v: float | None  # None while calibrating
-    calib: np.ndarray  # filtered samples collected for the z threshold
+    threshold_v: float | None
+    calib: np.ndarray
     n_cal: int
-    prev: float  # last filtered sample
-    since: int  # samples since the last detection (large at start)
+    prev: float
+    since: int
     info: StreamInfo
+    sfreq: float
+    n_channels: int
 
 
 def _blink_info(info: StreamInfo, *, names, proxies) -> StreamInfo:
-    _pick(info, names, proxies, "channels")
+    pick_rows(info, names, proxies, "channels")
     return info.replace(channels=("blink",), ch_types=("misc",), units=("",))
 
 
 def _blink_init(first: Chunk, *, names, proxies, threshold_v, calibration_s, **_) -> BlinkState:
-    idx = _pick(first.info, names, proxies, "channels")
-    sos = _ro(_sos("bandpass", (1.0, 10.0), first.sfreq, 2))
+    idx = pick_rows(first.info, names, proxies, "channels")
+    sos = _readonly(butter_sos("bandpass", (1.0, 10.0), first.sfreq, 2))
     n_cal = 0 if threshold_v is not None else int(round(calibration_s * first.sfreq))
     thr = None if threshold_v is None else float(threshold_v)
-    return BlinkState(idx, _ro(_zi(sos, 1)), sos, thr, _ro(np.zeros(0)), n_cal, 0.0, 1 << 40,
-                      _blink_info(first.info, names=names, proxies=proxies))
+    return BlinkState(idx=idx, zi=_readonly(zero_zi(sos, 1)), sos=sos, threshold_v=thr, calib=_readonly(np.zeros(0)),
+                      n_cal=n_cal, prev=0.0, since=1 << 40, info=_blink_info(first.info, names=names, proxies=proxies),
+                      sfreq=first.sfreq, n_channels=first.n_channels)
+
+
+def _calibrate(state: BlinkState, s: np.ndarray, z: float) -> tuple[float | None, np.ndarray, int]:
+    """Collect finite samples of ``s`` (filtered, V) until ``n_cal``; the threshold once complete.
+
+    Returns ``(threshold_v or None, calib, k0)``: detection may start at index ``k0`` of ``s``.
+    """
+    need = state.n_cal - state.calib.size
+    n_finite = np.cumsum(np.isfinite(s))
+    k0 = min(int(np.searchsorted(n_finite, need)) + 1, s.size) if need > 0 else 0
+    head = s[:k0]
+    calib = np.concatenate([state.calib, head[np.isfinite(head)]])
+    if calib.size < state.n_cal:
+        return None, calib, k0
+    med = float(np.median(calib))
+    return med + z * 1.4826 * float(np.median(np.abs(calib - med))), np.zeros(0), k0
 
 
 def _blink_step(state: BlinkState, chunk: Chunk, *, z, min_interval_s) -> tuple[BlinkState, list[Chunk]]:
+    check_same_stream("ops.blink_detector", chunk, sfreq=state.sfreq, n_channels=state.n_channels)
     if chunk.n_samples == 0:
         return state, [Chunk(np.zeros((1, 0), np.float32), chunk.t0_s, state.info, chunk.seq, chunk.recv_s,
                              {**chunk.meta, "blinks_s": ()})]
     mean = chunk.data[list(state.idx)].astype(np.float64).mean(axis=0, keepdims=True)
     s, zi = signal.sosfilt(np.array(state.sos), mean, zi=state.zi)
+    (zi,), n_reset = reset_nonfinite(zi)
     s = s[0]
-    thr, calib = state.threshold_v, state.calib
-    k0 = 0
+    thr, calib, k0 = state.threshold_v, state.calib, 0
     if thr is None:
-        k0 = min(state.n_cal - calib.size, s.size)
-        calib = np.concatenate([calib, s[:k0]])
-        if calib.size == state.n_cal:
-            med = float(np.median(calib))
-            thr = med + z * 1.4826 * float(np.median(np.abs(calib - med)))
-            calib = np.zeros(0)
+        thr, calib, k0 = _calibrate(state, s, z)
     flags = np.zeros(s.size)
     gap = max(1, int(round(min_interval_s * chunk.sfreq)))
     prev = np.concatenate([[state.prev], s[:-1]])
@@ -352,9 +186,11 @@ def _blink_step(state: BlinkState, chunk: Chunk, *, z, min_interval_s) -> tuple[
                 flags[i], last = 1.0, i
     since = s.size - 1 - last
     times = tuple(float(t) for t in chunk.times_s[flags > 0])
-    new = BlinkState(state.idx, _ro(zi), state.sos, thr, _ro(calib), state.n_cal, float(s[-1]), since, state.info)
+    new = BlinkState(idx=state.idx, zi=_readonly(zi), sos=state.sos, threshold_v=thr, calib=_readonly(calib),
+                     n_cal=state.n_cal, prev=float(s[-1]), since=since, info=state.info, sfreq=state.sfreq,
+                     n_channels=state.n_channels)
     out = Chunk(flags[None].astype(np.float32), chunk.t0_s, state.info, chunk.seq, chunk.recv_s,
-                {**chunk.meta, "blinks_s": times})
+                {**chunk.meta, "blinks_s": times, **_resets_meta(n_reset)})
     return new, [out]
 
 
@@ -400,8 +236,8 @@ def blink_detector(
     80.0
     """
     where = "ops.blink_detector"
-    names = _names(where, "channels", channels)
-    prox = _names(where, "proxies", proxies) or ()
+    names = check_names(where, "channels", channels)
+    prox = check_names(where, "proxies", proxies) or ()
     if (threshold_uv is None) == (z is None):
         raise PipelineDefinitionError(f"{where}: give exactly one of threshold_uv (µV) and z (robust SDs).")
     thr = None if threshold_uv is None else check_positive(where, "threshold_uv", threshold_uv) * 1e-6
@@ -422,7 +258,21 @@ def blink_detector(
 # ------------------------------------------------------------------ EMG detector
 @dataclass(frozen=True, eq=False)
 class EmgState:
-    """Delay lines of the broad (>= 1 Hz, notched), high-band and low-pass filters and of the power averages."""
+    """EMG detection state of one stream (arrays read-only).
+
+    Parameters
+    ----------
+    broad_sos, high_sos, low_sos : ndarray, shape (n_sections, 6)
+        The broad (>= 1 Hz, line-notched), EMG-band and low-pass (suppression) filters.
+    zi_broad, zi_high, zi_low : ndarray, shape (n_sections, n_channels, 2)
+        Their delay lines.
+    zi_pow : ndarray, shape (2, n_channels, 1)
+        Exponential averages of broad^2 and high^2.
+    alpha : float
+        Smoothing factor of the averages (per sample).
+    info : StreamInfo
+        Output description (at the input rate, which a chunk must keep).
+    """
 
     broad_sos: np.ndarray
     high_sos: np.ndarray
@@ -430,7 +280,7 @@ class EmgState:
     zi_broad: np.ndarray
     zi_high: np.ndarray
     zi_low: np.ndarray
-    zi_pow: np.ndarray  # (2, n_channels, 1): exponential averages of broad^2 and high^2
+    zi_pow: np.ndarray
     alpha: float
     info: StreamInfo
 
@@ -439,9 +289,9 @@ def _emg_designs(sfreq: float, band, line_freq) -> tuple[np.ndarray, np.ndarray,
     lo, hi = band
     if lo >= sfreq / 2.0 or (hi is not None and hi >= sfreq / 2.0):
         raise ValueError(f"band={band!r} must lie below Nyquist ({sfreq / 2.0} Hz).")
-    broad = np.vstack([_sos("highpass", 1.0, sfreq, 4), _line_sos(line_freq, 1.0, sfreq)])
-    high = _sos("highpass", lo, sfreq, 4) if hi is None else _sos("bandpass", (lo, hi), sfreq, 4)
-    return _ro(broad), _ro(high), _ro(_sos("lowpass", lo, sfreq, 4))
+    broad = np.vstack([butter_sos("highpass", 1.0, sfreq, 4), _line_sos(line_freq, 1.0, sfreq)])
+    high = butter_sos("highpass", lo, sfreq, 4) if hi is None else butter_sos("bandpass", (lo, hi), sfreq, 4)
+    return _readonly(broad), _readonly(high), _readonly(butter_sos("lowpass", lo, sfreq, 4))
 
 
 def _emg_info(info: StreamInfo, *, band, line_freq, action) -> StreamInfo:
@@ -452,19 +302,21 @@ def _emg_info(info: StreamInfo, *, band, line_freq, action) -> StreamInfo:
 def _emg_init(first: Chunk, *, band, line_freq, action, window_s) -> EmgState:
     broad, high, low = _emg_designs(first.sfreq, band, line_freq)
     n = first.n_channels
-    alpha = 1.0 - float(np.exp(-1.0 / (window_s * first.sfreq)))
-    return EmgState(broad, high, low, _ro(_zi(broad, n)), _ro(_zi(high, n)), _ro(_zi(low, n)),
-                    _ro(np.zeros((2, n, 1))), alpha,
-                    _emg_info(first.info, band=band, line_freq=line_freq, action=action))
+    return EmgState(
+        broad_sos=broad, high_sos=high, low_sos=low, zi_broad=_readonly(zero_zi(broad, n)),
+        zi_high=_readonly(zero_zi(high, n)), zi_low=_readonly(zero_zi(low, n)), zi_pow=_readonly(np.zeros((2, n, 1))),
+        alpha=1.0 - float(np.exp(-1.0 / (window_s * first.sfreq))),
+        info=_emg_info(first.info, band=band, line_freq=line_freq, action=action),
+    )
 
 
 def _emg_step(state: EmgState, chunk: Chunk, *, threshold, action) -> tuple[EmgState, list[Chunk]]:
-    _check_n(state.zi_broad.shape[1], chunk)
+    check_same_stream("ops.emg_detector", chunk, sfreq=state.info.sfreq, n_channels=state.zi_broad.shape[1])
     if chunk.n_samples == 0:
         return state, [Chunk(np.zeros((state.info.n_channels, 0), np.float32), chunk.t0_s, state.info,
                              chunk.seq, chunk.recv_s, chunk.meta)]
     x = chunk.data.astype(np.float64)
-    b, zb = _filt(state.broad_sos, x, state.zi_broad)
+    b, zb = sosfilt_rows(state.broad_sos, x, state.zi_broad)
     h, zh = signal.sosfilt(np.array(state.high_sos), b, zi=state.zi_high)
     a = state.alpha
     p, zp = signal.lfilter([a], [1.0, a - 1.0], np.stack([b * b, h * h]), axis=-1, zi=state.zi_pow)
@@ -472,12 +324,16 @@ def _emg_step(state: EmgState, chunk: Chunk, *, threshold, action) -> tuple[EmgS
         ratio = np.where(p[0] > 0, p[1] / p[0], 0.0)
     flag = ratio > threshold
     low, zl = signal.sosfilt(np.array(state.low_sos), x, zi=state.zi_low)  # kept running for seamless switching
-    new = EmgState(state.broad_sos, state.high_sos, state.low_sos, _ro(zb), _ro(zh), _ro(zl), _ro(zp), a, state.info)
+    (zb, zh, zl, zp), n_reset = reset_nonfinite(zb, zh, zl, zp)
+    new = EmgState(
+        broad_sos=state.broad_sos, high_sos=state.high_sos, low_sos=state.low_sos, zi_broad=_readonly(zb),
+        zi_high=_readonly(zh), zi_low=_readonly(zl), zi_pow=_readonly(zp), alpha=a, info=state.info,
+    )
     if action == "mark":
         y = np.vstack([x, flag.any(axis=0, keepdims=True)])
     else:
         y = np.where(flag, low, x)
-    return new, [_with(chunk, y, state.info)]
+    return new, [with_data(chunk, y, state.info, **_resets_meta(n_reset))]
 
 
 def emg_detector(
@@ -544,18 +400,33 @@ def emg_detector(
 # ------------------------------------------------------------------ amplitude / motion guard
 @dataclass(frozen=True, eq=False)
 class GuardState:
-    """Data/accelerometer rows, the last ``window - 1`` data samples, accelerometer low-pass state."""
+    """Amplitude/motion guard state of one stream (arrays read-only).
+
+    Parameters
+    ----------
+    data_idx, accel_idx : tuple of int
+        Rows of the data channels and of the accelerometer channels.
+    tail : ndarray, shape (n_data, window - 1)
+        The last data samples (``nan`` before the stream starts).
+    accel_sos : ndarray, shape (n_sections, 6)
+        Accelerometer low-pass.
+    accel_zi : ndarray, shape (n_sections, n_accel, 2), or None
+        Its delay line; ``None`` until the first sample (steady-state start) and
+        after a non-finite accelerometer sample (restarts likewise).
+    info : StreamInfo
+        Output description (at the input rate, which a chunk must keep).
+    """
 
     data_idx: tuple[int, ...]
     accel_idx: tuple[int, ...]
-    tail: np.ndarray  # (n_data, window - 1), nan before the stream starts
+    tail: np.ndarray
     accel_sos: np.ndarray
-    accel_zi: np.ndarray | None  # None until the first sample (steady-state start)
+    accel_zi: np.ndarray | None
     info: StreamInfo
 
 
 def _guard_rows(info: StreamInfo, accel) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    acc = _indices(info, accel, "accel_channels") if accel else ()
+    acc = channel_indices(info, accel, "accel_channels") if accel else ()
     data = tuple(i for i in range(info.n_channels) if i not in acc)
     if not data:
         raise ValueError("amplitude_guard needs at least one data channel besides the accelerometer.")
@@ -570,40 +441,54 @@ def _guard_info(info: StreamInfo, *, accel, action) -> StreamInfo:
 def _guard_init(first: Chunk, *, accel, action, window_s) -> GuardState:
     data, acc = _guard_rows(first.info, accel)
     w = max(1, int(round(window_s * first.sfreq)))
-    sos = _ro(_sos("lowpass", min(0.5, first.sfreq / 4.0), first.sfreq, 1))
-    return GuardState(data, acc, _ro(np.full((len(data), w - 1), np.nan)), sos, None,
+    sos = _readonly(butter_sos("lowpass", min(0.5, first.sfreq / 4.0), first.sfreq, 1))
+    return GuardState(data, acc, _readonly(np.full((len(data), w - 1), np.nan)), sos, None,
                       _guard_info(first.info, accel=accel, action=action))
 
 
+def _ptp_flags(full: np.ndarray, n_win: int, ptp: float) -> np.ndarray:
+    """Samples whose trailing ``n_win``-sample window of ``full`` (n_rows, n_win - 1 + n) exceeds ``ptp``."""
+    win = np.lib.stride_tricks.sliding_window_view(full, n_win, axis=1)
+    with warnings.catch_warnings():  # an all-nan window (a NaN burst) is flagged as non-finite already
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return (np.nanmax(win, axis=2) - np.nanmin(win, axis=2) > ptp).any(axis=0)
+
+
+def _motion_flags(state: GuardState, a: np.ndarray, accel_g: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """Samples where ``||a - lowpass(a)|| > accel_g`` (``a``: accelerometer rows, g), and the new delay line."""
+    zi = state.accel_zi
+    if zi is None:
+        zi = signal.sosfilt_zi(np.array(state.accel_sos))[:, None, :] * a[None, :, :1]
+    low, zi = signal.sosfilt(np.array(state.accel_sos), a, zi=zi)
+    flags = np.linalg.norm(a - low, axis=0) > accel_g
+    return flags, _readonly(zi) if np.isfinite(zi).all() else None
+
+
 def _guard_step(state: GuardState, chunk: Chunk, *, max_abs, ptp, accel_g, action) -> tuple[GuardState, list[Chunk]]:
-    _check_n(len(state.data_idx) + len(state.accel_idx), chunk)
+    check_same_stream("ops.amplitude_guard", chunk, sfreq=state.info.sfreq,
+                      n_channels=len(state.data_idx) + len(state.accel_idx))
     n = chunk.n_samples
     if n == 0:
-        return state, ([] if action == "drop" else [_with(chunk, np.zeros((state.info.n_channels, 0)), state.info)])
+        return state, ([] if action == "drop" else [with_data(chunk, np.zeros((state.info.n_channels, 0)), state.info)])
     x = chunk.data.astype(np.float64)
     d = x[list(state.data_idx)]
-    bad = np.zeros(n, dtype=bool)
+    bad = ~np.isfinite(d).all(axis=0)
     if max_abs is not None:
         bad |= (np.abs(d) > max_abs).any(axis=0)
     full = np.concatenate([state.tail, d], axis=1)
     if ptp is not None:
-        win = np.lib.stride_tricks.sliding_window_view(full, state.tail.shape[1] + 1, axis=1)
-        bad |= (np.nanmax(win, axis=2) - np.nanmin(win, axis=2) > ptp).any(axis=0)
+        bad |= _ptp_flags(full, state.tail.shape[1] + 1, ptp)
     zi = state.accel_zi
     if accel_g is not None:
-        a = x[list(state.accel_idx)]
-        if zi is None:
-            zi = signal.sosfilt_zi(np.array(state.accel_sos))[:, None, :] * a[None, :, :1]
-        low, zi = signal.sosfilt(np.array(state.accel_sos), a, zi=zi)
-        bad |= np.linalg.norm(a - low, axis=0) > accel_g
-        zi = _ro(zi)
-    tail = _ro(full[:, full.shape[1] - state.tail.shape[1]:].copy())
+        moving, zi = _motion_flags(state, x[list(state.accel_idx)], accel_g)
+        bad |= moving
+    tail = _readonly(full[:, full.shape[1] - state.tail.shape[1]:].copy())
     new = GuardState(state.data_idx, state.accel_idx, tail, state.accel_sos, zi, state.info)
     if action == "mark":
-        return new, [_with(chunk, np.vstack([x, bad[None]]), state.info)]
+        return new, [with_data(chunk, np.vstack([x, bad[None]]), state.info)]
     if action == "zero":
         x[np.ix_(list(state.data_idx), np.flatnonzero(bad))] = 0.0
-        return new, [_with(chunk, x)]
+        return new, [with_data(chunk, x)]
     edges = np.flatnonzero(np.diff(np.concatenate([[1], bad.astype(np.int8), [1]])))
     runs = zip(edges[::2], edges[1::2])  # [start, stop) of each clean run
     return new, [Chunk(x[:, s:e].astype(np.float32), chunk.t0_s + s / chunk.sfreq, chunk.info, chunk.seq,
@@ -634,6 +519,7 @@ def amplitude_guard(
         Accelerometer channels (in g); they are not data channels.
     accel_threshold_g : float, optional
         ... or when ``||a - lowpass_0.5Hz(a)||`` exceeds this (g); needs ``accel_channels``.
+        A sample with a non-finite value on a data channel is always bad.
     action : {"mark", "zero", "drop"}
         ``"mark"`` appends channel ``"artifact:amplitude"``; ``"zero"`` zeroes the
         data channels on bad samples; ``"drop"`` emits the clean runs of each
@@ -654,7 +540,7 @@ def amplitude_guard(
     max_abs = None if max_abs_v is None else check_positive(where, "max_abs_v", max_abs_v)
     ptp = None if peak_to_peak_v is None else check_positive(where, "peak_to_peak_v", peak_to_peak_v)
     win = check_positive(where, "window_s", window_s)
-    accel = _names(where, "accel_channels", accel_channels)
+    accel = check_names(where, "accel_channels", accel_channels)
     acc_g = None if accel_threshold_g is None else check_positive(where, "accel_threshold_g", accel_threshold_g)
     if (acc_g is None) != (accel is None):
         raise PipelineDefinitionError(f"{where}: accel_channels and accel_threshold_g go together.")

@@ -24,6 +24,11 @@ raised-cosine blended from the previous ``R`` since the previous update. The
 output is therefore delayed by ``P`` samples plus up to ``s - 1`` pending
 samples; output timestamps are the input ones. Not implemented: clean_rawdata's
 ``clean_windows`` pre-selection of calibration data and Riemannian ASR.
+
+NaN policy: a non-finite input sample counts as 0 in the window statistics
+(and the shaping filter), so a NaN burst cannot poison the covariance; the
+output samples that held it stay non-finite (reconstruction mixes channels, so
+on every channel while it is active).
 """
 
 from __future__ import annotations
@@ -38,8 +43,8 @@ from scipy.special import gamma, gammaincinv
 
 from neuraflow._validate import check_int, check_positive
 from neuraflow.chunk import Chunk, StreamInfo
-from neuraflow.errors import PipelineDefinitionError, StreamMismatchError
-from neuraflow.ops.base import OpSpec
+from neuraflow.errors import PipelineDefinitionError
+from neuraflow.ops.base import OpSpec, check_same_stream
 
 __all__ = ["AsrCalibration", "AsrState", "asr", "fit_asr", "fit_eeg_distribution"]
 
@@ -236,6 +241,8 @@ class AsrState:
         Reconstruction matrix of the last update.
     last_trivial : bool
         Whether it was the identity.
+    sfreq : float
+        Rate of the stream, Hz; a chunk at another rate is refused.
     """
 
     zi: np.ndarray
@@ -246,6 +253,7 @@ class AsrState:
     next_g: int
     last_r: np.ndarray
     last_trivial: bool
+    sfreq: float
 
 
 def _asr_init(first: Chunk, *, cal: AsrCalibration, lookahead: int) -> AsrState:
@@ -254,7 +262,7 @@ def _asr_init(first: Chunk, *, cal: AsrCalibration, lookahead: int) -> AsrState:
     order = 0 if cal.shaping is None else max(len(cal.shaping[0]), len(cal.shaping[1])) - 1
     n = int(np.round(cal.window_s * first.sfreq))
     return AsrState(_ro(np.zeros((nc, order))), _ro(np.zeros((nc, n))), _ro(np.zeros((nc, 0))),
-                    first.t0_s, 0, -lookahead, _ro(np.eye(nc)), True)
+                    first.t0_s, 0, -lookahead, _ro(np.eye(nc)), True, first.sfreq)
 
 
 def _reconstruction(cov: np.ndarray, cal: AsrCalibration, max_dims: int) -> tuple[np.ndarray, bool]:
@@ -267,16 +275,14 @@ def _reconstruction(cov: np.ndarray, cal: AsrCalibration, max_dims: int) -> tupl
 
 
 def _asr_step(state: AsrState, chunk: Chunk, *, cal, step, lookahead, max_dims) -> tuple[AsrState, list[Chunk]]:
-    nc = state.shaped.shape[0]
-    if chunk.n_channels != nc:
-        raise StreamMismatchError(f"asr: chunk has {chunk.n_channels} channels, calibrated for {nc}.")
+    check_same_stream("ops.asr", chunk, sfreq=state.sfreq, n_channels=state.shaped.shape[0])
     if chunk.n_samples == 0:
         return state, []
     x = chunk.data.astype(np.float64)
-    if cal.shaping is None:
-        y, zi = x, state.zi
-    else:
-        y, zi = signal.lfilter(cal.shaping[0], cal.shaping[1], x, axis=-1, zi=state.zi)
+    y = np.where(np.isfinite(x), x, 0.0)  # NaN policy: statistics see a non-finite sample as 0
+    zi = state.zi
+    if cal.shaping is not None:
+        y, zi = signal.lfilter(cal.shaping[0], cal.shaping[1], y, axis=-1, zi=zi)
     n = state.shaped.shape[1]
     hist = np.concatenate([state.shaped, y], axis=1)  # hist[:, n + j]: input sample n_seen + j
     out = np.concatenate([state.pending, x], axis=1)
@@ -300,7 +306,8 @@ def _asr_step(state: AsrState, chunk: Chunk, *, cal, step, lookahead, max_dims) 
     done = max(0, next_g - start)
     sfreq = chunk.sfreq
     new = AsrState(_ro(np.asarray(zi)), _ro(hist[:, hist.shape[1] - n :].copy()), _ro(out[:, done:].copy()),
-                   state.pending_t0_s + done / sfreq, g1, next_g, _ro(np.asarray(last_r)), bool(last_trivial))
+                   state.pending_t0_s + done / sfreq, g1, next_g, _ro(np.asarray(last_r)), bool(last_trivial),
+                   state.sfreq)
     if done == 0:
         return new, []
     return new, [Chunk(out[:, :done].astype(np.float32), state.pending_t0_s, chunk.info, chunk.seq,

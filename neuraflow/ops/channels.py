@@ -19,9 +19,9 @@ import numpy as np
 from neuraflow._validate import suggest
 from neuraflow.chunk import Chunk, StreamInfo
 from neuraflow.errors import PipelineDefinitionError
-from neuraflow.ops.base import OpSpec
+from neuraflow.ops.base import OpSpec, check_same_stream
 from neuraflow.ops.filters import _readonly
-from neuraflow.ops.fir import check_channels, group_batch
+from neuraflow.ops.fir import group_batch
 
 Reference = Union[str, Sequence[str], Mapping[str, tuple[str, str]], np.ndarray]
 
@@ -49,7 +49,7 @@ class LinearState:
     matrix : ndarray, shape (n_out, n_in), float64
         Read-only.
     info : StreamInfo
-        Output description.
+        Output description (at the input's rate, which a chunk must keep).
     """
 
     matrix: np.ndarray
@@ -117,7 +117,7 @@ def _reref_init(first: Chunk, **plan) -> LinearState:
 def _linear_step_many(states: list[LinearState], chunks: list[Chunk]) -> tuple[list[LinearState], list[list[Chunk]]]:
     """Streams sharing one matrix: one matmul on their samples concatenated in time."""
     for state, chunk in zip(states, chunks):
-        check_channels(chunk, state.matrix.shape[1])
+        check_same_stream("ops.rereference", chunk, sfreq=state.info.sfreq, n_channels=state.matrix.shape[1])
     x = np.concatenate([c.data for c in chunks], axis=1)
     y = (states[0].matrix @ x).astype(np.float32)
     bounds = np.cumsum([c.n_samples for c in chunks])[:-1]
@@ -240,7 +240,7 @@ class PickState:
     n_in : int
         Input channel count.
     info : StreamInfo
-        Output description.
+        Output description (at the input's rate, which a chunk must keep).
     """
 
     index: tuple[int, ...]
@@ -282,7 +282,7 @@ def _pick_init(first: Chunk, **pick) -> PickState:
 
 
 def _pick_step(state: PickState, chunk: Chunk) -> tuple[PickState, list[Chunk]]:
-    check_channels(chunk, state.n_in)
+    check_same_stream("ops.pick_channels", chunk, sfreq=state.info.sfreq, n_channels=state.n_in)
     data = chunk.data[list(state.index)]
     return state, [Chunk(data, chunk.t0_s, state.info, chunk.seq, chunk.recv_s, chunk.meta)]
 

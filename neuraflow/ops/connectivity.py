@@ -201,8 +201,10 @@ def modulation_index(phase: np.ndarray, amp: np.ndarray, n_bins: int) -> np.ndar
 
     Phases in [-pi, pi) go to ``n_bins`` equal bins; ``P_j`` is the mean amplitude of bin
     ``j`` normalised to sum 1 (an empty bin has ``P_j = 0``); ``MI = (log N + sum P log P) / log N``.
+    NaN for a row holding a non-finite phase or amplitude (binning would hide it).
     """
     lead, n = phase.shape[:-1], phase.shape[-1]
+    finite = np.isfinite(phase).all(axis=-1) & np.isfinite(amp).all(axis=-1)
     k = np.clip(np.floor((phase + np.pi) / (2 * np.pi / n_bins)).astype(np.int64), 0, n_bins - 1)
     rows = k.reshape(-1, n) + np.arange(int(np.prod(lead, dtype=int)))[:, None] * n_bins
     size = rows.shape[0] * n_bins
@@ -211,7 +213,8 @@ def modulation_index(phase: np.ndarray, amp: np.ndarray, n_bins: int) -> np.ndar
     mean = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
     p = mean / mean.sum(axis=-1, keepdims=True)
     plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=-1)
-    return ((np.log(n_bins) + plogp) / np.log(n_bins)).reshape(lead)
+    mi = ((np.log(n_bins) + plogp) / np.log(n_bins)).reshape(lead)
+    return np.where(finite, mi, np.nan)
 
 
 @dataclass(frozen=True)
@@ -268,7 +271,8 @@ def pac_modulation_index(phase_band: tuple[float, float], amp_band: tuple[float,
     Returns
     -------
     OpSpec
-        Output ``(n_pairs, 1)``, channels ``"{a}-{b}:mi"``, unit ``"1"``; MI in [0, 1].
+        Output ``(n_pairs, 1)``, channels ``"{a}-{b}:mi"``, unit ``"1"``; MI in [0, 1], NaN
+        while the window holds a NaN or inf sample of either channel.
 
     Raises
     ------

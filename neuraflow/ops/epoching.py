@@ -26,7 +26,7 @@ import numpy as np
 from neuraflow._validate import check_positive
 from neuraflow.chunk import Chunk, Event, StreamInfo
 from neuraflow.errors import PipelineDefinitionError, StreamMismatchError
-from neuraflow.ops.base import OpSpec
+from neuraflow.ops.base import OpSpec, check_same_stream
 
 #: Input blocks held before they are merged into one (copy amortised over this many chunks).
 _MAX_PIECES = 8
@@ -50,7 +50,7 @@ class EpochLayout:
         Samples kept behind the newest one for markers still to come
         (``max(0, -offset)`` plus the marker delay allowance).
     out_info : StreamInfo
-        Description of the emitted epochs.
+        Description of the emitted epochs (its ``sfreq`` is the input rate, which a chunk must keep).
     """
 
     offset: int
@@ -187,11 +187,7 @@ def _gather(pieces: tuple[np.ndarray, ...], base: int, start: int, end: int) -> 
 
 
 def _step(state: EpochState, chunk: Chunk, *, labels: frozenset[str] | None) -> tuple[EpochState, list[Chunk]]:
-    if chunk.n_channels != state.n_channels:
-        raise StreamMismatchError(
-            f"stream {chunk.stream_id!r}: chunk has {chunk.n_channels} channels, "
-            f"epochs were initialised with {state.n_channels}."
-        )
+    check_same_stream("ops.epochs", chunk, sfreq=state.layout.out_info.sfreq, n_channels=state.n_channels)
     markers = _markers(chunk, labels)
     n_new = chunk.n_samples
     if n_new == 0 and not markers:

@@ -3,13 +3,16 @@
 The spectrum follows :func:`scipy.signal.periodogram` with ``window="hann"``
 (periodic Hann), ``detrend="constant"``, ``scaling="density"`` and a one-sided
 spectrum, computed with one real FFT per window (or one batched FFT over all
-equal-shaped windows of many streams in ``step_batch``).
+equal-shaped windows of many streams in ``step_batch``). The state is a
+:class:`StreamShape`: the op keeps no data between windows, only the rate and
+channel count it was initialised with, to refuse a stream that changes them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from types import MappingProxyType
 
@@ -19,9 +22,35 @@ from scipy import signal
 
 from neuraflow.chunk import Chunk, StreamInfo
 from neuraflow.errors import PipelineDefinitionError
-from neuraflow.ops.base import OpSpec
+from neuraflow.ops.base import OpSpec, check_same_stream
 
 Bands = tuple[tuple[str, float, float], ...]
+_WHERE = "ops.log_band_power"
+
+
+@dataclass(frozen=True)
+class StreamShape:
+    """State of an op that keeps no data between chunks: the stream it was initialised with.
+
+    Parameters
+    ----------
+    sfreq : float
+        Input rate in Hz.
+    n_channels : int
+        Input channel count.
+    """
+
+    sfreq: float
+    n_channels: int
+
+    @classmethod
+    def of(cls, first: Chunk) -> StreamShape:
+        """The shape of the stream that ``first`` starts (it may be empty)."""
+        return cls(first.sfreq, first.n_channels)
+
+    def check(self, where: str, chunk: Chunk) -> None:
+        """Raise :class:`~neuraflow.errors.StreamMismatchError` if ``chunk`` has another rate or channel count."""
+        check_same_stream(where, chunk, sfreq=self.sfreq, n_channels=self.n_channels)
 
 
 @lru_cache(maxsize=256)
@@ -134,24 +163,22 @@ def _emit(chunk: Chunk, values: np.ndarray, bands: Bands, relative: bool) -> Chu
     )
 
 
-def _init(first: Chunk, **_: object) -> None:
-    return None
-
-
-def _step(state: None, chunk: Chunk, *, bands: Bands, relative: bool) -> tuple[None, list[Chunk]]:
+def _step(state: StreamShape, chunk: Chunk, *, bands: Bands, relative: bool) -> tuple[StreamShape, list[Chunk]]:
+    state.check(_WHERE, chunk)
     if chunk.n_samples == 0:
-        return None, []
+        return state, []
     values = _band_powers(chunk.data, chunk.sfreq, bands, relative)
-    return None, [_emit(chunk, values, bands, relative)]
+    return state, [_emit(chunk, values, bands, relative)]
 
 
 def _step_batch(
-    states: Sequence[None], chunks: Sequence[Chunk], *, bands: Bands, relative: bool
-) -> tuple[list[None], list[list[Chunk]]]:
+    states: Sequence[StreamShape], chunks: Sequence[Chunk], *, bands: Bands, relative: bool
+) -> tuple[list[StreamShape], list[list[Chunk]]]:
     """One batched rFFT per group of windows with equal shape and sfreq."""
     outputs: list[list[Chunk]] = [[] for _ in chunks]
     groups: dict[tuple, list[int]] = {}
-    for i, chunk in enumerate(chunks):
+    for i, (state, chunk) in enumerate(zip(states, chunks)):
+        state.check(_WHERE, chunk)
         if chunk.n_samples:
             groups.setdefault((chunk.data.shape, chunk.sfreq), []).append(i)
     for (_, sfreq), members in groups.items():
@@ -162,7 +189,7 @@ def _step_batch(
         values = _band_powers(stacked, sfreq, bands, relative)
         for k, i in enumerate(members):
             outputs[i] = [_emit(chunks[i], values[k], bands, relative)]
-    return [None] * len(chunks), outputs
+    return list(states), outputs
 
 
 def _check_bands(where: str, bands: Mapping[str, tuple[float, float]]) -> Bands:
@@ -207,13 +234,15 @@ def log_band_power(bands: Mapping[str, tuple[float, float]], *, relative: bool =
         ``(n_channels * n_bands, 1)``, channels ``"{ch}:{band}"`` (channel-major),
         type ``"feature"``, unit ``"log10(<unit>^2/Hz)"``, ``t0_s`` the end time of
         the window and stream sfreq ``1 / hop_s`` (the window rate; the input
-        sfreq when the input carries no ``hop_s``). Stateless (state ``None``).
+        sfreq when the input carries no ``hop_s``). State: :class:`StreamShape`.
 
     Raises
     ------
     PipelineDefinitionError
         If ``bands`` is empty, a name is not a string or contains ``':'``, or an
-        edge pair is not ``0 <= lo < hi``.
+        edge pair is not ``0 <= lo < hi``. ``step`` raises
+        :class:`~neuraflow.errors.StreamMismatchError` for a chunk whose rate or
+        channel count differs from the first chunk's.
 
     Examples
     --------
@@ -227,14 +256,13 @@ def log_band_power(bands: Mapping[str, tuple[float, float]], *, relative: bool =
     >>> out.channels, bool(out.data[0, 0] > out.data[1, 0])
     (('ch0:alpha', 'ch0:beta'), True)
     """
-    where = "ops.log_band_power"
-    checked = _check_bands(where, bands)
+    checked = _check_bands(_WHERE, bands)
     if not isinstance(relative, bool):
-        raise PipelineDefinitionError(f"{where}: relative={relative!r} must be True or False.")
+        raise PipelineDefinitionError(f"{_WHERE}: relative={relative!r} must be True or False.")
     kw = {"bands": checked, "relative": relative}
     return OpSpec(
         kind="log_band_power",
-        init=_init,
+        init=StreamShape.of,
         step=partial(_step, **kw),
         infer_info=partial(_infer_info, **kw),
         params=MappingProxyType({"bands": {n: (lo, hi) for n, lo, hi in checked}, "relative": relative}),
@@ -242,4 +270,4 @@ def log_band_power(bands: Mapping[str, tuple[float, float]], *, relative: bool =
     )
 
 
-__all__ = ["log_band_power"]
+__all__ = ["StreamShape", "log_band_power"]

@@ -28,8 +28,8 @@ from scipy import signal
 
 from neuraflow._validate import check_int, check_positive
 from neuraflow.chunk import Chunk, StreamInfo
-from neuraflow.errors import PipelineDefinitionError, StreamMismatchError
-from neuraflow.ops.base import OpSpec
+from neuraflow.errors import PipelineDefinitionError
+from neuraflow.ops.base import OpSpec, check_same_stream
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,17 +98,8 @@ def _init(first: Chunk, *, design) -> SosState:
     return SosState(sos=sos, zi=_readonly(zi), sfreq=first.sfreq)
 
 
-def _check_chunk(state: SosState, chunk: Chunk) -> None:
-    if state.sfreq is not None and chunk.sfreq != state.sfreq:
-        raise StreamMismatchError(
-            f"stream {chunk.stream_id!r}: chunk at sfreq={chunk.sfreq!r} Hz, the filter was "
-            f"designed for {state.sfreq!r} Hz."
-        )
-    if chunk.n_channels != state.zi.shape[1]:
-        raise StreamMismatchError(
-            f"stream {chunk.stream_id!r}: chunk has {chunk.n_channels} channels, "
-            f"the filter was initialised with {state.zi.shape[1]}."
-        )
+def _check_stream(state: SosState, chunk: Chunk) -> None:
+    check_same_stream("IIR filter", chunk, sfreq=state.sfreq, n_channels=state.zi.shape[1])
 
 
 def _sosfilt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -117,20 +108,37 @@ def _sosfilt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray
     return signal.sosfilt(np.array(sos), x, zi=zi)
 
 
-def _reset_nonfinite(zf: np.ndarray) -> tuple[np.ndarray, int]:
+def reset_nonfinite(*zfs: np.ndarray) -> tuple[tuple[np.ndarray, ...], int]:
     """NaN policy: a channel whose delay line went non-finite restarts from rest.
 
     An IIR filter fed a NaN would output NaN forever; instead the NaN samples
     (and the filter's response to them) stay NaN in that chunk's output, and the
     channel's state restarts at zero, so later clean chunks are finite again.
-    Returns the repaired state and the number of channels reset.
+
+    Parameters
+    ----------
+    *zfs : ndarray, each shape (n_sections, n_channels, n_state)
+        Delay lines of one or more filters run on the same channels (axis 1 is
+        the channel); a channel is reset in all of them when any holds a non-finite value.
+
+    Returns
+    -------
+    zfs : tuple of ndarray
+        The repaired delay lines (the inputs themselves when all finite).
+    n_reset : int
+        Number of channels reset.
     """
-    bad = ~np.isfinite(zf).all(axis=(0, 2))
+    bad = np.zeros(zfs[0].shape[1], dtype=bool)
+    for zf in zfs:
+        bad |= ~np.isfinite(zf).all(axis=(0, 2))
     if not bad.any():
-        return zf, 0
-    zf = zf.copy()
-    zf[:, bad, :] = 0.0
-    return zf, int(bad.sum())
+        return zfs, 0
+    repaired = []
+    for zf in zfs:
+        zf = zf.copy()
+        zf[:, bad, :] = 0.0
+        repaired.append(zf)
+    return tuple(repaired), int(bad.sum())
 
 
 def _with_data(chunk: Chunk, data: np.ndarray) -> Chunk:
@@ -140,11 +148,11 @@ def _with_data(chunk: Chunk, data: np.ndarray) -> Chunk:
 
 
 def _step(state: SosState, chunk: Chunk) -> tuple[SosState, list[Chunk]]:
-    _check_chunk(state, chunk)
+    _check_stream(state, chunk)
     if chunk.n_samples == 0:
         return state, [chunk]
     y, zf = _sosfilt(state.sos, chunk.data, state.zi)
-    zf, n_reset = _reset_nonfinite(zf)
+    (zf,), n_reset = reset_nonfinite(zf)
     new_state = SosState(sos=state.sos, zi=_readonly(zf), sfreq=state.sfreq)
     out = _with_data(chunk, y.astype(np.float32))
     if n_reset:
@@ -160,7 +168,7 @@ def _step_batch(states: Sequence[SosState], chunks: Sequence[Chunk]) -> tuple[li
     outputs: list[list[Chunk]] = [[] for _ in chunks]
     groups: dict[tuple, list[int]] = {}
     for i, (state, chunk) in enumerate(zip(states, chunks)):
-        _check_chunk(state, chunk)
+        _check_stream(state, chunk)
         if chunk.n_samples == 0:
             outputs[i] = [chunk]
             continue
@@ -296,4 +304,4 @@ def notch(freqs: float | Sequence[float] = (50.0,), *, quality: float = 30.0) ->
     return _spec("notch", design, {"freqs": values, "quality": quality})
 
 
-__all__ = ["SosState", "bandpass", "notch"]
+__all__ = ["SosState", "bandpass", "notch", "reset_nonfinite"]

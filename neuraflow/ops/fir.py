@@ -10,6 +10,12 @@ The taps are linear-phase, so the output lags the input by the group delay
 ``(numtaps - 1) / 2 / sfreq`` seconds, reported in the output info's
 ``meta["group_delay_s"]`` (added to any delay already reported upstream).
 
+NaN policy (as the IIR filters'): a non-finite input sample enters the carried
+history as 0, so the channel's output is finite again once the burst has
+passed; in the chunk that holds it, the channel's output is NaN from its first
+non-finite sample to the chunk's end, and the chunk's ``meta["filter_resets"]``
+counts the channels concerned.
+
 :func:`detrend` subtracts from each sample a constant or straight line fitted
 (least squares) over the samples of a causal window ending at that sample; see
 its docstring for the exact definition.
@@ -33,8 +39,8 @@ from scipy import fft, signal
 
 from neuraflow._validate import check_int, check_option, check_positive
 from neuraflow.chunk import Chunk, StreamInfo
-from neuraflow.errors import PipelineDefinitionError, StreamMismatchError
-from neuraflow.ops.base import OpSpec
+from neuraflow.errors import PipelineDefinitionError
+from neuraflow.ops.base import OpSpec, check_same_stream
 from neuraflow.ops.filters import _nyquist_error, _readonly
 from neuraflow.ops.iir import KINDS, check_freqs
 
@@ -66,15 +72,6 @@ def group_batch(
         for i, state, out in zip(members, got_states, got_outputs):
             new_states[i], outputs[i] = state, out
     return new_states, outputs
-
-
-def check_channels(chunk: Chunk, n_channels: int) -> None:
-    """Raise :class:`StreamMismatchError` if ``chunk`` does not have ``n_channels`` channels."""
-    if chunk.n_channels != n_channels:
-        raise StreamMismatchError(
-            f"stream {chunk.stream_id!r}: chunk has {chunk.n_channels} channels, "
-            f"the op was initialised with {n_channels}."
-        )
 
 
 def split_rows(y: np.ndarray, chunks: Sequence[Chunk]) -> list[np.ndarray]:
@@ -161,23 +158,43 @@ def overlap_save(taps: np.ndarray, ext: np.ndarray) -> np.ndarray:
     return out.reshape(ext.shape[0], n_blocks * step)[:, :n]
 
 
+def _zero_nonfinite(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Copy of ``x`` (n_rows, n) with non-finite samples set to 0, and the column of each row's first one.
+
+    Returns ``(x, None)`` unchanged when every sample is finite; else ``first``,
+    shape (n_rows,), holds ``n`` for the rows without a non-finite sample.
+    """
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return x, None
+    first = np.where(bad.any(axis=1), bad.argmax(axis=1), x.shape[1])
+    return np.where(bad, 0.0, x), first
+
+
 def _fir_step_many(states: list[FirState], chunks: list[Chunk]) -> tuple[list[FirState], list[list[Chunk]]]:
     for state, chunk in zip(states, chunks):
-        check_channels(chunk, state.tail.shape[0])
+        check_same_stream("ops.fir_filter", chunk, sfreq=state.info.sfreq, n_channels=state.tail.shape[0])
     if chunks[0].n_samples == 0:
         return states, [[_chunk(c, c.data, s.info)] for s, c in zip(states, chunks)]
     taps = states[0].taps
-    x = np.concatenate([c.data for c in chunks], axis=0)
+    x, first_bad = _zero_nonfinite(np.concatenate([c.data for c in chunks], axis=0))
     ext = np.concatenate([np.concatenate([s.tail for s in states], axis=0), x], axis=1)
     y = overlap_save(taps, ext).astype(np.float32)
     tail = _readonly(ext[:, ext.shape[1] - (taps.size - 1) :].copy())
-    tails, ys = split_rows(tail, chunks), split_rows(y, chunks)
-    new_states = [FirState(taps=s.taps, tail=t, info=s.info) for s, t in zip(states, tails)]
-    return new_states, [[_chunk(c, yi, s.info)] for s, c, yi in zip(states, chunks, ys)]
+    new_states = [FirState(taps=s.taps, tail=t, info=s.info) for s, t in zip(states, split_rows(tail, chunks))]
+    n_resets = [0] * len(chunks)
+    if first_bad is not None:
+        y[np.arange(y.shape[1]) >= first_bad[:, None]] = np.nan  # the response to the burst, in this chunk
+        n_resets = [int((f < c.n_samples).sum()) for c, f in zip(chunks, split_rows(first_bad, chunks))]
+    ys = split_rows(y, chunks)
+    return new_states, [
+        [_chunk(c, yi, s.info, filter_resets=k)] for s, c, yi, k in zip(states, chunks, ys, n_resets)
+    ]
 
 
-def _chunk(chunk: Chunk, data: np.ndarray, info: StreamInfo) -> Chunk:
-    return Chunk(data, chunk.t0_s, info, chunk.seq, chunk.recv_s, chunk.meta)
+def _chunk(chunk: Chunk, data: np.ndarray, info: StreamInfo, *, filter_resets: int = 0) -> Chunk:
+    meta = {**chunk.meta, "filter_resets": filter_resets} if filter_resets else chunk.meta
+    return Chunk(data, chunk.t0_s, info, chunk.seq, chunk.recv_s, meta)
 
 
 def _fir_key(state: FirState, chunk: Chunk) -> Hashable:
@@ -281,20 +298,26 @@ class DetrendState:
         Windowed mode: the last ``min(n_seen, n_win - 1)`` input samples. Expanding
         mode: shape ``(n_channels, 0)``.
     total : ndarray, shape (n_channels,), float64
-        Expanding mode: sum of every sample seen; zeros in windowed mode.
+        Expanding mode: sum of the finite samples seen; zeros in windowed mode.
+    count : ndarray, shape (n_channels,), float64
+        Expanding mode: number of finite samples seen; zeros in windowed mode.
     n_seen : int
         Samples seen so far.
     n_win : int
         Window length in samples; 0 for the expanding mean.
     linear : bool
         True to remove a least-squares line, False a constant.
+    sfreq : float
+        Rate the window was sized for, Hz; a chunk at another rate is refused.
     """
 
     tail: np.ndarray
     total: np.ndarray
+    count: np.ndarray
     n_seen: int
     n_win: int
     linear: bool
+    sfreq: float
 
 
 def _window_samples(info: StreamInfo, *, window_s: float | None, linear: bool) -> int:
@@ -318,14 +341,35 @@ def _detrend_info(info: StreamInfo, *, window_s: float | None, linear: bool) -> 
 def _detrend_init(first: Chunk, *, window_s: float | None, linear: bool) -> DetrendState:
     n_win = _window_samples(first.info, window_s=window_s, linear=linear)
     zeros = _readonly(np.zeros((first.n_channels, 0), dtype=np.float64))
-    return DetrendState(tail=zeros, total=_readonly(np.zeros(first.n_channels)), n_seen=0, n_win=n_win, linear=linear)
+    n = first.n_channels
+    return DetrendState(
+        tail=zeros, total=_readonly(np.zeros(n)), count=_readonly(np.zeros(n)), n_seen=0, n_win=n_win, linear=linear,
+        sfreq=first.sfreq,
+    )
+
+
+def _window_bounds(n_tail: int, n_ext: int, n_win: int) -> tuple[np.ndarray, np.ndarray]:
+    """``[start, end)`` in ``ext`` of the window of each sample ``e >= n_tail`` (at most ``n_win`` long)."""
+    end = np.arange(n_tail, n_ext) + 1
+    return np.maximum(end - n_win, 0), end
+
+
+def _moving_fit_finite(ext: np.ndarray, n_tail: int, n_win: int, linear: bool) -> np.ndarray:
+    """:func:`_moving_fit`, NaN where the window holds a non-finite sample (not after it: cumsums are kept finite)."""
+    bad = ~np.isfinite(ext)
+    if not bad.any():
+        return _moving_fit(ext, n_tail, n_win, linear)
+    fit = _moving_fit(np.where(bad, 0.0, ext), n_tail, n_win, linear)
+    start, end = _window_bounds(n_tail, ext.shape[1], n_win)
+    n_bad = np.concatenate([np.zeros((ext.shape[0], 1)), np.cumsum(bad, axis=1)], axis=1)
+    fit[n_bad[:, end] - n_bad[:, start] > 0] = np.nan
+    return fit
 
 
 def _moving_fit(ext: np.ndarray, n_tail: int, n_win: int, linear: bool) -> np.ndarray:
     """Fitted value at each sample ``e >= n_tail`` of ``ext`` over ``ext[:, max(0, e-n_win+1) : e+1]``."""
     n_ext = ext.shape[1]
-    end = np.arange(n_tail, n_ext) + 1  # exclusive window ends
-    start = np.maximum(end - n_win, 0)
+    start, end = _window_bounds(n_tail, n_ext, n_win)
     count = (end - start).astype(np.float64)
     csum = np.concatenate([np.zeros((ext.shape[0], 1)), np.cumsum(ext, axis=1)], axis=1)
     sx = csum[:, end] - csum[:, start]
@@ -340,37 +384,50 @@ def _moving_fit(ext: np.ndarray, n_tail: int, n_win: int, linear: bool) -> np.nd
     return (sx - slope * su) / count + slope * (count - 1)
 
 
+def _expanding_fit(total: np.ndarray, count: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Running mean of each row's finite samples, at every sample of ``x`` (n_rows, n).
+
+    ``total``/``count`` (n_rows,) are the sum and number of finite samples before ``x``;
+    a non-finite sample is left out (NaN policy: one burst does not poison the
+    mean for good). Returns the means (n_rows, n) and the updated ``total``, ``count``.
+    """
+    finite = np.isfinite(x)
+    csum = total[:, None] + np.cumsum(np.where(finite, x, 0.0), axis=1)
+    cnt = count[:, None] + np.cumsum(finite, axis=1)
+    mean = np.divide(csum, cnt, out=np.full_like(csum, np.nan), where=cnt > 0)
+    return mean, csum[:, -1].copy(), cnt[:, -1].astype(np.float64)
+
+
 def _detrend_step_many(
     states: list[DetrendState], chunks: list[Chunk]
 ) -> tuple[list[DetrendState], list[list[Chunk]]]:
     for state, chunk in zip(states, chunks):
-        check_channels(chunk, state.total.shape[0])
+        check_same_stream("ops.detrend", chunk, sfreq=state.sfreq, n_channels=state.total.shape[0])
     n = chunks[0].n_samples
     if n == 0:
         return states, [[c] for c in chunks]
     x = np.concatenate([c.data for c in chunks], axis=0).astype(np.float64)
     first = states[0]
+    tails, totals, counts = [s.tail for s in states], [s.total for s in states], [s.count for s in states]
     if first.n_win == 0:
-        total = np.concatenate([s.total for s in states])[:, None]
-        csum = total + np.cumsum(x, axis=1)
-        y = x - csum / (first.n_seen + np.arange(1, n + 1))
-        totals, tails = split_rows(_readonly(csum[:, -1].copy()), chunks), [s.tail for s in states]
+        mean, total, count = _expanding_fit(np.concatenate(totals), np.concatenate(counts), x)
+        y = x - mean
+        totals, counts = split_rows(_readonly(total), chunks), split_rows(_readonly(count), chunks)
     else:
-        ext = np.concatenate([np.concatenate([s.tail for s in states], axis=0), x], axis=1)
-        y = x - _moving_fit(ext, first.tail.shape[1], first.n_win, first.linear)
+        ext = np.concatenate([np.concatenate(tails, axis=0), x], axis=1)
+        y = x - _moving_fit_finite(ext, first.tail.shape[1], first.n_win, first.linear)
         keep = min(ext.shape[1], first.n_win - 1)
         tails = split_rows(_readonly(ext[:, ext.shape[1] - keep :].copy()), chunks)
-        totals = [s.total for s in states]
     new_states = [
-        DetrendState(tail=t, total=tot, n_seen=s.n_seen + n, n_win=s.n_win, linear=s.linear)
-        for s, t, tot in zip(states, tails, totals)
+        DetrendState(tail=t, total=tot, count=cnt, n_seen=s.n_seen + n, n_win=s.n_win, linear=s.linear, sfreq=s.sfreq)
+        for s, t, tot, cnt in zip(states, tails, totals, counts)
     ]
     ys = split_rows(y.astype(np.float32), chunks)
     return new_states, [[_chunk(c, yi, c.info)] for c, yi in zip(chunks, ys)]
 
 
 def _detrend_key(state: DetrendState, chunk: Chunk) -> Hashable:
-    return (state.n_win, state.linear, state.tail.shape[1], state.n_seen if state.n_win == 0 else 0, chunk.n_samples)
+    return (state.n_win, state.linear, state.tail.shape[1], chunk.n_samples)
 
 
 def _detrend_step(state: DetrendState, chunk: Chunk) -> tuple[DetrendState, list[Chunk]]:
@@ -389,6 +446,10 @@ def detrend(kind: Literal["constant", "linear"] = "constant", *, window_s: float
     only) the window expands from the first sample: ``x[n] - mean(x[:n + 1])``.
     A one-sample linear window fits a constant (output 0). For exponential DC
     removal use :func:`~neuraflow.ops.dc_block`.
+
+    NaN policy: a moving window's output is NaN while the window holds a
+    non-finite sample, finite again once it has left; the expanding mean
+    leaves non-finite samples out.
 
     Parameters
     ----------

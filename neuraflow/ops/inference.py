@@ -21,7 +21,7 @@ import numpy as np
 
 from neuraflow.chunk import Chunk, StreamInfo
 from neuraflow.errors import PipelineDefinitionError, StreamMismatchError
-from neuraflow.ops.base import OpSpec
+from neuraflow.ops.base import OpSpec, check_same_stream
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
 _GPU_FIRST = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -185,27 +185,50 @@ def _emit(chunk: Chunk, values: np.ndarray, sig: ModelSignature) -> Chunk:
     return Chunk(values.T, chunk.t0_s, info, seq=chunk.seq, recv_s=chunk.recv_s, meta=chunk.meta)
 
 
-def _init(first: Chunk, *, resource: OnnxResource) -> None:
+@dataclass(frozen=True)
+class OnnxState:
+    """What :func:`onnx_model` keeps of a stream: its rate and width, to refuse a change mid-stream.
+
+    Parameters
+    ----------
+    sfreq : float
+        Rate of the feature stream, Hz.
+    n_channels : int
+        Features per vector.
+    """
+
+    sfreq: float
+    n_channels: int
+
+
+def _init(first: Chunk, *, resource: OnnxResource) -> OnnxState:
     _check(first, resource.signature)
-    return None
+    return OnnxState(sfreq=first.sfreq, n_channels=first.n_channels)
 
 
-def _step(state: None, chunk: Chunk, *, resource: OnnxResource) -> tuple[None, list[Chunk]]:
+def _check_state(state: OnnxState | None, chunk: Chunk, sig: ModelSignature) -> None:
+    """Refuse a chunk the model or the stream's first chunk disagrees with (``None``: model only)."""
+    if state is not None:
+        check_same_stream("ops.onnx_model", chunk, sfreq=state.sfreq, n_channels=state.n_channels)
+    _check(chunk, sig)
+
+
+def _step(state: OnnxState | None, chunk: Chunk, *, resource: OnnxResource) -> tuple[OnnxState | None, list[Chunk]]:
+    _check_state(state, chunk, resource.signature)
     if chunk.n_samples == 0:
-        return None, []
-    _check(chunk, resource.signature)
-    return None, [_emit(chunk, _run(resource, chunk.data.T), resource.signature)]
+        return state, []
+    return state, [_emit(chunk, _run(resource, chunk.data.T), resource.signature)]
 
 
 def _step_batch(
-    states: Sequence[None], chunks: Sequence[Chunk], *, resource: OnnxResource
-) -> tuple[list[None], list[list[Chunk]]]:
+    states: Sequence[OnnxState | None], chunks: Sequence[Chunk], *, resource: OnnxResource
+) -> tuple[list[OnnxState | None], list[list[Chunk]]]:
     """One ``session.run`` over the columns of all chunks with the same feature count."""
     outputs: list[list[Chunk]] = [[] for _ in chunks]
     groups: dict[int, list[int]] = {}
-    for i, chunk in enumerate(chunks):
+    for i, (state, chunk) in enumerate(zip(states, chunks)):
+        _check_state(state, chunk, resource.signature)
         if chunk.n_samples:
-            _check(chunk, resource.signature)
             groups.setdefault(chunk.n_channels, []).append(i)
     for members in groups.values():
         rows = np.concatenate([chunks[i].data.T for i in members], axis=0)
@@ -215,7 +238,7 @@ def _step_batch(
             stop = start + chunks[i].n_samples
             outputs[i] = [_emit(chunks[i], values[start:stop], resource.signature)]
             start = stop
-    return [None] * len(chunks), outputs
+    return list(states), outputs
 
 
 def _infer_info(info: StreamInfo, *, model, input_name, output_name) -> StreamInfo:
@@ -266,7 +289,9 @@ def onnx_model(
         vector (usually ``n_samples == 1``, from :func:`~neuraflow.ops.log_band_power`).
         Output: ``(n_outputs, n_samples)`` float32, channels from the model's
         ``class_names`` metadata or ``"out0" .. "out{n-1}"``, type ``"prediction"``.
-        Stateless; the session is built by ``setup`` once per worker.
+        The state only records the stream's rate and width (a chunk that changes
+        them raises :class:`~neuraflow.errors.StreamMismatchError`); the session
+        is built by ``setup`` once per worker.
 
     Raises
     ------
@@ -381,4 +406,4 @@ def logistic_regression_onnx(
     return proto.SerializeToString()
 
 
-__all__ = ["ModelSignature", "OnnxResource", "logistic_regression_onnx", "onnx_model"]
+__all__ = ["ModelSignature", "OnnxResource", "OnnxState", "logistic_regression_onnx", "onnx_model"]

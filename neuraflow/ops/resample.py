@@ -36,9 +36,9 @@ from scipy import signal
 from neuraflow._validate import check_int, check_positive
 from neuraflow.chunk import Chunk, StreamInfo
 from neuraflow.errors import PipelineDefinitionError
-from neuraflow.ops.base import OpSpec
+from neuraflow.ops.base import OpSpec, check_same_stream
 from neuraflow.ops.filters import _readonly
-from neuraflow.ops.fir import check_channels, group_batch, split_rows
+from neuraflow.ops.fir import group_batch, split_rows
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +77,8 @@ class ResampleState:
         Index of the next ``upfirdn`` output sample to emit (>= ``n_pre_remove``).
     info : StreamInfo
         Output description (``sfreq * up / down``).
+    sfreq : float
+        Input rate the ratio was chosen for, Hz; a chunk at another rate is refused.
     """
 
     design: Polyphase
@@ -84,6 +86,7 @@ class ResampleState:
     n_in: int
     next_k: int
     info: StreamInfo
+    sfreq: float
 
 
 @lru_cache(maxsize=64)
@@ -126,7 +129,7 @@ def _resample_init(first: Chunk, *, window, **ratio_args) -> ResampleState:
     else:
         design = _polyphase(ratio.numerator, ratio.denominator, window)
     tail = _readonly(np.zeros((first.n_channels, design.phases.shape[1] - 1)))
-    return ResampleState(design=design, tail=tail, n_in=0, next_k=design.n_pre_remove, info=info)
+    return ResampleState(design=design, tail=tail, n_in=0, next_k=design.n_pre_remove, info=info, sfreq=first.sfreq)
 
 
 def _resample_step_many(
@@ -134,7 +137,7 @@ def _resample_step_many(
 ) -> tuple[list[ResampleState], list[list[Chunk]]]:
     """Streams sharing (design, n_in, next_k, n_samples): identical sample indices, stacked rows."""
     for state, chunk in zip(states, chunks):
-        check_channels(chunk, state.tail.shape[0])
+        check_same_stream("ops.resample", chunk, sfreq=state.sfreq, n_channels=state.tail.shape[0])
     first, n = states[0], chunks[0].n_samples
     design = first.design
     up, down, phases = design.up, design.down, design.phases
@@ -150,7 +153,7 @@ def _resample_step_many(
     new_tail = _readonly(ext[:, ext.shape[1] - n_tail :].copy())
     tails = split_rows(new_tail, chunks)
     new_states = [
-        ResampleState(design=s.design, tail=t, n_in=n_total, next_k=max(s.next_k, end_k), info=s.info)
+        ResampleState(design=s.design, tail=t, n_in=n_total, next_k=max(s.next_k, end_k), info=s.info, sfreq=s.sfreq)
         for s, t in zip(states, tails)
     ]
     if n_out == 0:

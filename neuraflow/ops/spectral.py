@@ -35,9 +35,9 @@ import numpy as np
 
 from neuraflow._validate import check_int, check_positive
 from neuraflow.chunk import Chunk, StreamInfo
-from neuraflow.errors import PipelineDefinitionError, StreamMismatchError
+from neuraflow.errors import PipelineDefinitionError
 from neuraflow.ops import features, windows
-from neuraflow.ops.base import OpSpec
+from neuraflow.ops.base import OpSpec, check_same_stream
 from neuraflow.ops.features import Bands
 
 # Measured drift of the sliding update in float64 without any re-anchoring, one hour at
@@ -47,6 +47,7 @@ from neuraflow.ops.features import Bands
 DEFAULT_REANCHOR_EVERY = 1024
 _BATCH_ROWS = 1024  # rows per matrix product in step_batch: ~1 MB operands stay in a core's L2 cache
 _MAX_BLOCKS = 64  # compact the sample ring when it holds more chunks than this
+_WHERE = "ops.sliding_band_power"
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,6 +75,10 @@ class SpectralState:
         Window index modulo ``reanchor_every`` at which the bins are recomputed
         directly (derived from the stream id, so that many streams do not
         re-anchor on the same tick).
+    sfreq : float
+        Input rate in Hz the op was initialised with.
+    n_channels : int
+        Input channel count the op was initialised with.
     out_info : StreamInfo
         Description of the emitted feature chunks.
     """
@@ -85,6 +90,8 @@ class SpectralState:
     bins: np.ndarray | None
     stale: bool
     anchor_phase: int
+    sfreq: float
+    n_channels: int
     out_info: StreamInfo
 
 
@@ -188,6 +195,8 @@ def _init(first: Chunk, *, bands: Bands, relative: bool, length_s: float, step_s
         bins=None,
         stale=False,
         anchor_phase=phase,
+        sfreq=first.sfreq,
+        n_channels=first.n_channels,
         out_info=out_info,
     )
 
@@ -267,8 +276,6 @@ def _band_values(bins: np.ndarray, plan: _Plan, total: np.ndarray | None) -> np.
         return np.log10(band, out=band)
 
 
-
-
 class _Job:
     """Bookkeeping of one stream during one batch step (mutable, never escapes the step)."""
 
@@ -308,12 +315,7 @@ def _step_batch(
     outputs: list[list[Chunk]] = [[] for _ in chunks]
     jobs: list[_Job] = []
     for i, (state, chunk) in enumerate(zip(states, chunks)):
-        n_out = state.out_info.n_channels
-        if chunk.n_channels * len(bands) != n_out:
-            raise StreamMismatchError(
-                f"stream {chunk.stream_id!r}: chunk has {chunk.n_channels} channels, "
-                f"sliding_band_power was initialised with {n_out // len(bands)}."
-            )
+        check_same_stream(_WHERE, chunk, sfreq=state.sfreq, n_channels=state.n_channels)
         if chunk.n_samples:
             plan = _plan(*_sizes(chunk.info, length_s, step_s), chunk.sfreq, bands, relative)
             ends = range(state.next_end, state.n_seen + chunk.n_samples + 1, plan.hop)
@@ -344,6 +346,8 @@ def _step_batch(
             bins=job.bins,
             stale=job.stale,
             anchor_phase=state.anchor_phase,
+            sfreq=state.sfreq,
+            n_channels=state.n_channels,
             out_info=state.out_info,
         )
         if job.ends:
@@ -425,6 +429,7 @@ def _emit(
 
 def _step(state: SpectralState, chunk: Chunk, **kw) -> tuple[SpectralState, list[Chunk]]:
     if chunk.n_samples == 0:  # nothing to do; skips the batch bookkeeping
+        check_same_stream(_WHERE, chunk, sfreq=state.sfreq, n_channels=state.n_channels)
         return state, []
     new_states, outputs = _step_batch([state], [chunk], **kw)
     return new_states[0], outputs[0]
@@ -483,7 +488,9 @@ def sliding_band_power(
         ``length_s``/``step_s`` are not finite numbers > 0, ``step_s > length_s``,
         ``relative`` is not a bool or ``reanchor_every`` is not an int >= 1.
         Sample-rate-dependent problems (a band above Nyquist or without a bin, a
-        window under 2 samples) are ``ValueError`` from ``infer_info``.
+        window under 2 samples) are ``ValueError`` from ``infer_info``. ``step``
+        raises :class:`~neuraflow.errors.StreamMismatchError` for a chunk whose rate
+        or channel count differs from the first chunk's.
 
     Examples
     --------
@@ -497,18 +504,17 @@ def sliding_band_power(
     >>> len(out), out[0].channels, out[0].sfreq, bool(out[0].data[0, 0] > out[0].data[1, 0])
     (7, ('ch0:alpha', 'ch0:beta'), 2.0, True)
     """
-    where = "ops.sliding_band_power"
-    checked = features._check_bands(where, bands)
-    length_s = check_positive(where, "length_s", length_s)
-    step_s = check_positive(where, "step_s", step_s)
+    checked = features._check_bands(_WHERE, bands)
+    length_s = check_positive(_WHERE, "length_s", length_s)
+    step_s = check_positive(_WHERE, "step_s", step_s)
     if step_s > length_s:
         raise PipelineDefinitionError(
-            f"{where}: step_s={step_s!r} must not exceed length_s={length_s!r} (the incremental update "
+            f"{_WHERE}: step_s={step_s!r} must not exceed length_s={length_s!r} (the incremental update "
             "needs overlapping or adjacent windows); use sliding_window + log_band_power to skip samples."
         )
     if not isinstance(relative, bool):
-        raise PipelineDefinitionError(f"{where}: relative={relative!r} must be True or False.")
-    every = DEFAULT_REANCHOR_EVERY if reanchor_every is None else check_int(where, "reanchor_every", reanchor_every)
+        raise PipelineDefinitionError(f"{_WHERE}: relative={relative!r} must be True or False.")
+    every = DEFAULT_REANCHOR_EVERY if reanchor_every is None else check_int(_WHERE, "reanchor_every", reanchor_every)
     kw = {"bands": checked, "relative": relative, "length_s": length_s, "step_s": step_s}
     return OpSpec(
         kind="sliding_band_power",

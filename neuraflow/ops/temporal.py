@@ -134,7 +134,11 @@ class _Temporal(WindowFeature):
             else:
                 v = spectral_entropy(x, self.normalize)
             out[name] = v
-        return np.stack([out[name] for name in self.names], axis=-1).reshape(*x.shape[:-2], -1)
+        values = np.stack([out[name] for name in self.names], axis=-1)  # (..., n_channels, n_names)
+        # zero crossings and ordinal patterns compare NaN as if it were a number: a channel
+        # holding a non-finite sample gets NaN for every feature instead of a plausible value
+        values[~np.isfinite(x).all(axis=-1)] = np.nan
+        return values.reshape(*x.shape[:-2], -1)
 
     def labels(self, info: StreamInfo) -> tuple[tuple[str, ...], tuple[str, ...]]:
         channels = tuple(f"{ch}:{name}" for ch in info.channels for name in self.names)
@@ -178,8 +182,9 @@ def temporal_features(names: Sequence[str], *, m: int = 2, r: float = 0.2, order
     -------
     OpSpec
         Output ``(n_channels * n_names, 1)``, channels ``"{ch}:{name}"`` (channel-major).
-        Undefined values (moments of a constant window, entropies of too short a window)
-        are NaN; sample entropy is ``inf`` when no ``m + 1`` template matches.
+        Undefined values (moments of a constant window, entropies of too short a window,
+        every feature of a channel holding a NaN or inf sample in the window) are NaN;
+        sample entropy is ``inf`` when no ``m + 1`` template matches.
 
     Raises
     ------

@@ -17,8 +17,7 @@ import numpy as np
 
 from neuraflow._validate import check_positive
 from neuraflow.chunk import Chunk, StreamInfo
-from neuraflow.errors import StreamMismatchError
-from neuraflow.ops.base import OpSpec
+from neuraflow.ops.base import OpSpec, check_same_stream
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,7 +45,8 @@ class WindowState:
     n_channels : int
         Channel count the window was initialised with.
     out_info : StreamInfo
-        Description of the emitted windows (input info with ``window_s``/``hop_s`` in meta).
+        Description of the emitted windows (input info with ``window_s``/``hop_s`` in meta;
+        its ``sfreq`` is the input rate, which a chunk must keep).
     """
 
     pieces: tuple[np.ndarray, ...]
@@ -109,11 +109,7 @@ def _gather(pieces: tuple[np.ndarray, ...], base: int, start: int, end: int) -> 
 
 
 def _step(state: WindowState, chunk: Chunk, *, length_s: float, step_s: float) -> tuple[WindowState, list[Chunk]]:
-    if chunk.n_channels != state.n_channels:
-        raise StreamMismatchError(
-            f"stream {chunk.stream_id!r}: chunk has {chunk.n_channels} channels, "
-            f"the window was initialised with {state.n_channels}."
-        )
+    check_same_stream("ops.sliding_window", chunk, sfreq=state.out_info.sfreq, n_channels=state.n_channels)
     n_new = chunk.n_samples
     if n_new == 0:
         return state, []

@@ -228,10 +228,36 @@ class ClockModel:
 
 @dataclass(frozen=True)
 class DejitterState:
-    """State of :func:`dejitter`: the stream's clock model and its running sample count."""
+    """State of :func:`dejitter`.
+
+    Parameters
+    ----------
+    clock : ClockModel
+        The stream's fitted clock.
+    sfreq : float
+        The stream's rate (Hz) and ...
+    n_channels : int
+        ... channel count at ``init``: a chunk that changes either is refused.
+    next_index : int
+        Running sample count (the index of the next chunk's first sample).
+    """
 
     clock: ClockModel
+    sfreq: float
+    n_channels: int
     next_index: int = 0
+
+
+def _observation(chunk: Chunk, index: int, *, time_source: str, latency_s: float) -> tuple[int, float]:
+    """The ``(sample_index, host_time_s)`` pair a chunk gives the clock fit.
+
+    A receive time that is ``nan`` or earlier than the chunk's own ``t0_s``
+    cannot be when the chunk arrived (offline or replayed data carrying one
+    load time for every chunk): the chunk's ``t0_s`` is used instead.
+    """
+    if time_source == "recv" and chunk.recv_s >= chunk.t0_s:  # False for nan
+        return index + chunk.n_samples - 1, chunk.recv_s - latency_s
+    return index, chunk.t0_s
 
 
 def dejitter(
@@ -257,7 +283,8 @@ def dejitter(
         What is fitted: ``"recv"``, the host receive time ``chunk.recv_s`` of
         the chunk's last sample; ``"t0"``, the device's own (jittery,
         arrival-based) ``t0_s`` of its first sample. ``"recv"`` falls back to
-        ``"t0"`` for chunks whose ``recv_s`` is ``nan`` (offline data).
+        ``"t0"`` for chunks whose ``recv_s`` is ``nan`` or earlier than their
+        ``t0_s`` (offline or replayed data).
     window_s, block_s, min_span_s, max_drift_ppm
         See :meth:`ClockModel.start`.
 
@@ -271,7 +298,7 @@ def dejitter(
         ``recv_s`` are unchanged; successive refits can move ``t0_s`` of
         consecutive chunks by microseconds relative to each other.
     """
-    from neuraflow.ops.base import OpSpec
+    from neuraflow.ops.base import OpSpec, check_same_stream
 
     where = "ops.dejitter"
     if sfreq_nominal is not None:
@@ -282,20 +309,19 @@ def dejitter(
     ClockModel.start(sfreq_nominal or 250.0, **model_kwargs)  # validate eagerly
 
     def init(first: Chunk) -> DejitterState:
-        return DejitterState(ClockModel.start(sfreq_nominal or first.sfreq, **model_kwargs))
+        return DejitterState(ClockModel.start(sfreq_nominal or first.sfreq, **model_kwargs), first.sfreq,
+                             first.n_channels)
 
     def step(state: DejitterState, chunk: Chunk) -> tuple[DejitterState, list[Chunk]]:
+        check_same_stream(where, chunk, sfreq=state.sfreq, n_channels=state.n_channels)
         n = chunk.n_samples
         if n == 0:
             return state, []
         index = int(chunk.meta.get("sample_index", state.next_index))
-        if time_source == "recv" and math.isfinite(chunk.recv_s):
-            clock = state.clock.update(index + n - 1, chunk.recv_s - latency_s)
-        else:
-            clock = state.clock.update(index, chunk.t0_s)
+        clock = state.clock.update(*_observation(chunk, index, time_source=time_source, latency_s=latency_s))
         meta = {**chunk.meta, "clock_rate_hz": clock.rate_hz}
         out = chunk.replace(t0_s=float(clock.time_of(index)), meta=meta)
-        return DejitterState(clock, index + n), [out]
+        return DejitterState(clock, state.sfreq, state.n_channels, index + n), [out]
 
     def infer_info(info: StreamInfo) -> StreamInfo:
         return info

@@ -26,7 +26,8 @@ def eeg(eegmmidb_edf):
 def test_coherence_equals_scipy(eeg):
     x, sf, names = eeg
     chunk = Chunk(x.astype(np.float32), 0.0, make_info(4, sf).replace(channels=names))
-    _, (out,) = spectral_connectivity("coh", BANDS, nperseg_s=1.0).step(None, chunk)
+    spec = spectral_connectivity("coh", BANDS, nperseg_s=1.0)
+    _, (out,) = spec.step(spec.init(chunk), chunk)
     xx = chunk.data.astype(np.float64)
     want = []
     for a, b in zip(*np.triu_indices(4, 1)):
@@ -57,14 +58,17 @@ def test_phase_measures_on_lagged_copy(rng):
     lagged = np.vstack([x, np.roll(x, 3, axis=-1) + 0.1 * rng.standard_normal((1, 2000))])
     chunk = Chunk(lagged.astype(np.float32), 0.0, make_info(2, 250.0))
     for method in ("plv", "pli", "wpli"):
-        _, (out,) = spectral_connectivity(method, {"a": (8.0, 13.0)}, nperseg_s=0.5).step(None, chunk)
+        spec = spectral_connectivity(method, {"a": (8.0, 13.0)}, nperseg_s=0.5)
+        _, (out,) = spec.step(spec.init(chunk), chunk)
         assert out.data[0, 0] > 0.9
 
 
 def test_pairs_shard_the_full_result(rng):
     chunk = Chunk(rng.standard_normal((4, 500)).astype(np.float32), 0.0, make_info(4, 250.0))
-    _, (full,) = spectral_connectivity("wpli", BANDS).step(None, chunk)
-    _, (part,) = spectral_connectivity("wpli", BANDS, pairs=[("ch2", "ch3"), ("ch0", "ch1")]).step(None, chunk)
+    full_spec = spectral_connectivity("wpli", BANDS)
+    part_spec = spectral_connectivity("wpli", BANDS, pairs=[("ch2", "ch3"), ("ch0", "ch1")])
+    _, (full,) = full_spec.step(full_spec.init(chunk), chunk)
+    _, (part,) = part_spec.step(part_spec.init(chunk), chunk)
     table = dict(zip(full.channels, full.data[:, 0]))
     assert part.channels == ("ch2-ch3:alpha", "ch2-ch3:beta", "ch0-ch1:alpha", "ch0-ch1:beta")
     assert_allclose(part.data[:, 0], [table[c] for c in part.channels], rtol=1e-6)
@@ -98,13 +102,14 @@ def test_pac_equals_direct_tort_and_detects_coupling(eeg, rng):
     x = np.vstack([coupled, rng.standard_normal(t.size)])
     chunk = Chunk(x.astype(np.float32), 0.0, make_info(2, sf))
     spec = pac_modulation_index((4.0, 8.0), (30.0, 50.0))
-    _, (out,) = spec.step(None, chunk)
+    _, (out,) = spec.step(spec.init(chunk), chunk)
     xx = chunk.data.astype(np.float64)
     assert_allclose(out.data[:, 0], [_tort_slow(r, r, sf, (4, 8), (30, 50)) for r in xx], rtol=1e-4)
     assert out.data[0, 0] > 10 * out.data[1, 0] and out.channels == ("ch0-ch0:mi", "ch1-ch1:mi")
     rec, sfr, names = eeg
     c = Chunk(rec.astype(np.float32), 0.0, make_info(4, sfr).replace(channels=names))
-    _, (o,) = pac_modulation_index((4.0, 8.0), (20.0, 40.0), pairs=[("C3..", "C4..")]).step(None, c)
+    pair_spec = pac_modulation_index((4.0, 8.0), (20.0, 40.0), pairs=[("C3..", "C4..")])
+    _, (o,) = pair_spec.step(pair_spec.init(c), c)
     r = c.data.astype(np.float64)
     assert o.data[0, 0] == pytest.approx(_tort_slow(r[0], r[2], sfr, (4, 8), (20, 40)), rel=1e-4)
 
@@ -113,10 +118,19 @@ def test_batched_equals_single(rng):
     info = make_info(3, 250.0)
     chunks = [Chunk(rng.standard_normal((3, 250)).astype(np.float32), float(i), info) for i in range(3)]
     for spec in (spectral_connectivity("imcoh", BANDS), pac_modulation_index((4.0, 8.0), (30.0, 45.0))):
-        single = [spec.step(None, c)[1][0] for c in chunks]
-        _, batched = BoundOp(spec).step_batch([None] * 3, chunks)
+        single = [spec.step(spec.init(c), c)[1][0] for c in chunks]
+        _, batched = BoundOp(spec).step_batch([spec.init(c) for c in chunks], chunks)
         for s, (b,) in zip(single, batched):
             assert_allclose(b.data, s.data, rtol=1e-5, atol=1e-7)
+
+
+def test_pac_of_a_window_holding_nan_is_nan(rng):
+    x = rng.standard_normal((2, 500)).astype(np.float32)
+    x[1, 100:110] = np.nan  # binned phases would otherwise hide it (MI = 1, "perfect coupling")
+    chunk = Chunk(x, 0.0, make_info(2, 250.0))
+    spec = pac_modulation_index((4.0, 8.0), (30.0, 45.0))
+    _, (out,) = spec.step(spec.init(chunk), chunk)
+    assert np.isfinite(out.data[0, 0]) and np.isnan(out.data[1, 0])
 
 
 @pytest.mark.parametrize(("make", "message"), [

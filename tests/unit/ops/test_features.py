@@ -87,14 +87,14 @@ def test_step_batch_equals_single_and_uses_one_fft(monkeypatch, rng):
     chunks = [_window_chunk(rng.standard_normal((3, 250)).astype(np.float32)) for _ in range(6)]
     chunks.append(_window_chunk(rng.standard_normal((3, 125)).astype(np.float32)))  # other shape
     chunks.append(_window_chunk(np.zeros((3, 0), np.float32)))  # empty
-    single = [spec.step(None, c)[1] for c in chunks]
+    single = [spec.step(spec.init(c), c)[1] for c in chunks]
     calls = []
     from scipy import fft as scipy_fft
 
     rfft = scipy_fft.rfft
     monkeypatch.setattr(scipy_fft, "rfft", lambda a, *args, **kw: calls.append(a.shape) or rfft(a, *args, **kw))
-    states, batched = BoundOp(spec).step_batch([None] * len(chunks), chunks)
-    assert states == [None] * len(chunks)
+    states, batched = BoundOp(spec).step_batch([spec.init(c) for c in chunks], chunks)
+    assert states == [spec.init(c) for c in chunks]
     assert sorted(calls) == sorted([(6, 3, 250), (1, 3, 125)])
     assert batched[-1] == [] and single[-1] == []
     for got, want in zip(batched[:-1], single[:-1]):
@@ -115,7 +115,8 @@ def test_nyquist_and_resolution_checks():
 def test_empty_band_gives_nan_without_warning():
     spec = log_band_power({"narrow": (10.1, 10.2)})
     with np.errstate(all="raise"):
-        _, (out,) = spec.step(None, Chunk(np.ones((1, 8), np.float32), 0.0, make_info(1, SFREQ)))
+        chunk = Chunk(np.ones((1, 8), np.float32), 0.0, make_info(1, SFREQ))
+        _, (out,) = spec.step(spec.init(chunk), chunk)
     assert np.isnan(out.data).all()
 
 

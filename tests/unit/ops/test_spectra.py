@@ -9,7 +9,7 @@ from numpy.testing import assert_allclose
 from scipy import signal
 
 from neuraflow.chunk import Chunk
-from neuraflow.errors import PipelineDefinitionError
+from neuraflow.errors import PipelineDefinitionError, StreamMismatchError
 from neuraflow.ops import (BoundOp, band_power, morlet_power, multitaper_psd, peak_frequency, run_offline,
                            sliding_window, spectral_edge, welch_psd)
 from neuraflow.testing import chunks_from_array, make_info
@@ -23,7 +23,7 @@ def _win(x, sfreq=SFREQ, hop_s=0.25):
 
 
 def _one(spec, chunk):
-    _, (out,) = spec.step(None, chunk)
+    _, (out,) = spec.step(spec.init(chunk), chunk)
     return out
 
 
@@ -120,11 +120,23 @@ def test_morlet_last_is_nan_when_wavelet_too_long(rng):
 def test_batched_equals_single_after_windows(spec, rng):
     x = rng.standard_normal((2, 1000)).astype(np.float32)
     windows = run_offline(sliding_window(1.0, 0.5), chunks_from_array(x, make_info(2, SFREQ), [400, 600]))
-    single = [spec.step(None, w)[1][0] for w in windows]
-    _, batched = BoundOp(spec).step_batch([None] * len(windows), windows)
+    single = [spec.step(spec.init(w), w)[1][0] for w in windows]
+    _, batched = BoundOp(spec).step_batch([spec.init(w) for w in windows], windows)
     for s, (b,) in zip(single, batched):
         assert_allclose(b.data, s.data, rtol=1e-6)
         assert b.info == s.info == spec.infer_info(windows[0].info)
+
+
+def test_stream_change_is_a_named_error():
+    spec = welch_psd(0.25)
+    state = spec.init(_win(np.zeros((2, 100))))
+    other = _win(np.zeros((3, 100)))
+    with pytest.raises(StreamMismatchError, match="ops.welch_psd: .* 3 channels, the op was initialised with 2"):
+        spec.step(state, other)
+    with pytest.raises(StreamMismatchError, match="ops.welch_psd: .* 3 channels"):
+        BoundOp(spec).step_batch([state, state], [_win(np.zeros((2, 100))), other])
+    with pytest.raises(StreamMismatchError, match=r"sfreq=500.0 Hz, the op was initialised at 250.0 Hz"):
+        spec.step(state, _win(np.zeros((2, 100)), sfreq=500.0))
 
 
 @pytest.mark.parametrize(("make", "message"), [

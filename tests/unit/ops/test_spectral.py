@@ -182,11 +182,13 @@ def test_output_description_matches_the_two_step_pipeline():
     assert dict(spec.params)["reanchor_every"] == spectral.DEFAULT_REANCHOR_EVERY
 
 
-def test_channel_change_is_rejected(rng):
+def test_channel_or_rate_change_is_rejected(rng):
     spec = sliding_band_power(EEG_BANDS, length_s=1.0, step_s=0.5)
     state = spec.init(Chunk(np.zeros((2, 10), np.float32), T0, make_info(2, 250.0)))
-    with pytest.raises(StreamMismatchError, match="chunk has 3 channels, sliding_band_power was initialised with 2"):
+    with pytest.raises(StreamMismatchError, match="sliding_band_power: .* 3 channels, the op was initialised with 2"):
         spec.step(state, Chunk(np.zeros((3, 10), np.float32), T0, make_info(3, 250.0)))
+    with pytest.raises(StreamMismatchError, match=r"sfreq=500.0 Hz, the op was initialised at 250.0 Hz"):
+        spec.step(state, Chunk(np.zeros((2, 10), np.float32), T0, make_info(2, 500.0)))
 
 
 def test_build_time_checks():

@@ -30,7 +30,8 @@ def _reference(x: np.ndarray, sf: float) -> list[float]:
 
 def _check(x32: np.ndarray, sf: float) -> None:
     chunk = Chunk(x32, 0.0, make_info(x32.shape[0], sf))
-    _, (out,) = temporal_features(NAMES).step(None, chunk)
+    spec = temporal_features(NAMES)
+    _, (out,) = spec.step(spec.init(chunk), chunk)
     got = out.data[:, 0].reshape(x32.shape[0], -1)
     for i, row in enumerate(chunk.data.astype(np.float64)):
         assert_allclose(got[i], _reference(row, sf), rtol=2e-5, atol=1e-12)
@@ -73,11 +74,21 @@ def test_batched_equals_single(rng):
     spec = temporal_features(NAMES, m=2, r=0.3, order=4, delay=2, normalize=True)
     info = make_info(2, 250.0)
     chunks = [Chunk(rng.standard_normal((2, 200)).astype(np.float32), float(i), info) for i in range(4)]
-    single = [spec.step(None, c)[1][0] for c in chunks]
-    _, batched = BoundOp(spec).step_batch([None] * 4, chunks)
+    single = [spec.step(spec.init(c), c)[1][0] for c in chunks]
+    _, batched = BoundOp(spec).step_batch([spec.init(c) for c in chunks], chunks)
     for s, (b,) in zip(single, batched):
         assert_allclose(b.data, s.data, rtol=1e-6)
     assert spec.infer_info(info).units[-1] == "1"
+
+
+def test_non_finite_sample_makes_only_its_channel_nan(rng):
+    x = rng.standard_normal((2, 200)).astype(np.float32)
+    x[1, 50] = np.nan  # zero crossings and ordinal patterns would read it as a number
+    chunk = Chunk(x, 0.0, make_info(2, 250.0))
+    spec = temporal_features(NAMES)
+    _, (out,) = spec.step(spec.init(chunk), chunk)
+    got = out.data[:, 0].reshape(2, -1)
+    assert np.isnan(got[1]).all() and np.isfinite(got[0, NAMES.index("zero_crossings")])
 
 
 @pytest.mark.parametrize(("kw", "message"), [
