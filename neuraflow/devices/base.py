@@ -33,6 +33,9 @@ class Device(Protocol):
         Custom Ray resources of the node where the hardware is plugged in
         (``{"eeg-dongle-1": 1}``): the device's dedicated worker asks for them,
         so it is placed (and restarted) on that node only.
+    colocate : str or None (optional attribute)
+        Devices with the same key share one worker (e.g. the EEG, PPG and IMU streams
+        of one Muse headband, which accepts a single Bluetooth connection).
     """
 
     info: StreamInfo
@@ -69,6 +72,7 @@ class DeviceBase:
     info: StreamInfo
     blocking: bool = False
     ray_resources: dict[str, float] | None = None
+    colocate: str | None = None
 
     def open(self) -> None:  # pragma: no cover - trivial default
         return None

@@ -8,6 +8,13 @@ rate and row layout come from ``BoardShim.get_board_descr`` (of the
 ``master_board`` for the playback and streaming boards). brainflow is imported
 lazily, so neuraflow imports without it.
 
+End of a playback file: the playback board (``-3``) stops at the end of its
+file (unless configured with ``loopback_true``) and then simply delivers
+nothing more, so :meth:`BrainFlowDevice.open` counts the file's samples (one
+line per sample, minus the ``set_index_percentage:X`` start) and
+:meth:`BrainFlowDevice.read` raises :class:`~neuraflow.errors.EndOfStream`
+once all of them were delivered, as the file playback devices do.
+
 Timestamps: ``t0_s`` is the board's timestamp channel (Unix seconds, stamped by
 BrainFlow on the host) of the chunk's first sample; ``recv_s`` the host time the
 chunk was read; ``meta["sample_index"]`` counts samples since :meth:`open`, and
@@ -28,7 +35,7 @@ import numpy as np
 from neuraflow._validate import check_int, check_option
 from neuraflow.chunk import Chunk, Event, StreamInfo
 from neuraflow.devices.base import DeviceBase
-from neuraflow.errors import DeviceError, PipelineDefinitionError
+from neuraflow.errors import DeviceError, EndOfStream, PipelineDefinitionError
 
 __all__ = ["BrainFlowDevice"]
 
@@ -53,6 +60,32 @@ def _brainflow() -> Any:
             f"{_WHERE}: brainflow is not installed; `pip install neuraflow[brainflow]` (or `pip install brainflow`)."
         ) from exc
     return board_shim
+
+
+def _playback_samples(path: str, config: Sequence[str]) -> int | None:
+    """Samples a playback board will deliver from ``path`` with ``config``; ``None`` when it loops.
+
+    ``DataFilter.write_file`` writes one line per sample; ``set_index_percentage:X``
+    starts at sample ``int(n * X / 100)`` (as measured on brainflow 5).
+    """
+    loop, percent = False, 0.0
+    for command in config:
+        c = command.strip()
+        if c in ("loopback_true", "loopback_false"):
+            loop = c == "loopback_true"
+        elif c.startswith("set_index_percentage:"):
+            try:
+                percent = float(c.split(":", 1)[1])
+            except ValueError:
+                pass
+    if loop:
+        return None
+    try:
+        with open(path, "rb") as f:
+            n = sum(1 for line in f if line.strip())
+    except OSError:
+        return None
+    return n - int(n * percent / 100.0)
 
 
 def _rows(descr: Mapping[str, Any], group: str) -> list[int]:
@@ -198,6 +231,8 @@ class BrainFlowDevice(DeviceBase):
         }
 
     def _reset(self) -> None:
+        self._file_samples: int | None = None  # samples a playback file will deliver (None: unbounded)
+        self._pulled = 0
         self._pending: np.ndarray | None = None
         self._index = 0
         self._last_pkg: int | None = None
@@ -238,6 +273,8 @@ class BrainFlowDevice(DeviceBase):
             raise DeviceError(f"{_WHERE} {self.info.stream_id!r}: cannot start board {self.board_id}: {exc}") from exc
         self._board = board
         self._reset()
+        if self.board_id == _PLAYBACK and self.params.get("file"):
+            self._file_samples = _playback_samples(str(self.params["file"]), self.config)
 
     def close(self) -> None:
         """Stop streaming and release the session. Idempotent."""
@@ -263,17 +300,24 @@ class BrainFlowDevice(DeviceBase):
         except Exception as exc:
             raise DeviceError(f"{_WHERE} {self.info.stream_id!r}: reading board {self.board_id} failed: {exc}") from exc
         if data.shape[1]:
+            self._pulled += data.shape[1]
             self._pending = data if self._pending is None else np.concatenate([self._pending, data], axis=1)
+
+    def _file_done(self) -> bool:
+        return self._file_samples is not None and self._pulled >= self._file_samples
 
     def read(self, timeout_s: float) -> Chunk | None:
         """Return up to ``chunk_size`` samples, waiting up to ``timeout_s`` for a full chunk.
 
-        Returns what arrived (fewer samples) at the timeout, ``None`` if nothing did.
+        Returns what arrived (fewer samples) at the timeout or at the end of a
+        playback file, ``None`` if nothing did.
 
         Raises
         ------
         DeviceError
             Before :meth:`open`, or when BrainFlow reports an error.
+        EndOfStream
+            A playback board delivered its whole file (and does not loop).
         """
         if self._board is None:
             raise DeviceError(f"{_WHERE} {self.info.stream_id!r}: read() before open().")
@@ -281,10 +325,13 @@ class BrainFlowDevice(DeviceBase):
         while True:
             self._pull()
             have = 0 if self._pending is None else self._pending.shape[1]
-            if have >= self.chunk_size or time.monotonic() >= deadline:
+            if have >= self.chunk_size or time.monotonic() >= deadline or self._file_done():
                 break
             time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
         if have == 0:
+            if self._file_done():
+                raise EndOfStream(f"{_WHERE} {self.info.stream_id!r}: end of {self.params['file']} "
+                                  f"({self._file_samples} samples).")
             return None
         take = min(have, self.chunk_size)
         block, rest = self._pending[:, :take], self._pending[:, take:]

@@ -13,10 +13,11 @@ the recorded samples of each channel, after removing mean and linear trend and
 applying a Hann window (``V_peak = 2 |sum w x e^{-i 2 pi f n / fs}| / sum w``),
 which keeps the large DC offsets, drift and 50/60 Hz of a Cyton out of the bin.
 
-Ganglion: its impedance mode (``z``/``Z`` over BLE) needs the Ganglion BLE
-device, which neuraflow does not have yet; :func:`measure_impedance` raises
-``DeviceError`` for anything but :class:`~neuraflow.devices.openbci.OpenBCICyton`.
-No Ray here.
+Ganglion: the board measures impedance itself (``z`` / ``Z`` over BLE) and
+sends ohms per channel; :func:`measure_impedance` hands a
+:class:`~neuraflow.devices.ble.Ganglion` to
+:meth:`~neuraflow.devices.ble.Ganglion.measure_impedance`. Other devices raise
+``DeviceError``. No Ray here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -93,13 +95,13 @@ def _stop_streaming(device: OpenBCICyton) -> None:
 
 
 def measure_impedance(
-    device: OpenBCICyton,
+    device: Any,
     seconds: float = 2.0,
     *,
     channels: Sequence[int] | None = None,
     freq_hz: float = LEAD_OFF_HZ,
 ) -> dict[str, float]:
-    """Measure electrode impedances of a Cyton, in kOhm per channel.
+    """Measure electrode impedances of a Cyton or a Ganglion, in kOhm per channel.
 
     Turns the P-side lead-off drive on for ``channels`` (all EEG channels at once:
     every channel has its own current source), records ``seconds`` of samples,
@@ -108,9 +110,11 @@ def measure_impedance(
 
     Parameters
     ----------
-    device : OpenBCICyton
+    device : OpenBCICyton or Ganglion
         Open or closed; it must not be read by anyone else meanwhile (a
         :class:`~neuraflow.devices.service.DeviceManager` pauses its reader).
+        A Ganglion reports ohms itself (``freq_hz`` does not apply; with
+        ``channels=None`` its reference is included as ``"REF"``).
     seconds : float
         Samples to record (``round(seconds * sfreq)``, >= 1 s recommended: the
         DFT bin is ``1 / seconds`` Hz wide).
@@ -128,12 +132,16 @@ def measure_impedance(
     Raises
     ------
     DeviceError
-        Not a Cyton, the board refused a command, or too few samples arrived.
+        Neither a Cyton nor a Ganglion, the board refused a command, or too few
+        samples (values) arrived.
     """
+    from neuraflow.devices.ble.ganglion import Ganglion
+
+    if isinstance(device, Ganglion):
+        return device.measure_impedance(seconds, channels=channels)
     if not isinstance(device, OpenBCICyton):
         raise DeviceError(
-            f"{_WHERE}: impedance is implemented for OpenBCICyton only, not {type(device).__name__} "
-            "(Ganglion impedance needs the Ganglion BLE device)."
+            f"{_WHERE}: impedance is implemented for OpenBCICyton and Ganglion, not {type(device).__name__}."
         )
     if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
         raise PipelineDefinitionError(f"{_WHERE}: seconds={seconds!r} must be a finite number > 0.")

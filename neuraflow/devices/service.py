@@ -149,6 +149,7 @@ def _signature_of(kind: str):
 KINDS = {"cyton": _cyton, "lsl": _lsl, "synthetic": _synthetic, "ganglion": _ganglion, "muse": _muse,
          "wifi": _wifi, "tcp": _tcp}
 """Device kinds a spec may name, and their builders."""
+_IMPEDANCE_KINDS = ("cyton", "ganglion")
 _REQUIRED = {"cyton": ("port",), "lsl": (), "synthetic": (), "ganglion": ("address",), "muse": ("address",),
              "wifi": ("shield",), "tcp": ("host", "port", "frame_format")}
 
@@ -471,12 +472,13 @@ class DeviceManager:
 
     # ------------------------------------------------------------ impedance
     def impedance(self, device_id: str, seconds: float = 2.0, channels: list[int] | None = None) -> dict[str, float]:
-        """Measure electrode impedance (kOhm per channel) of a Cyton; pauses its stream meanwhile."""
+        """Measure electrode impedance (kOhm per channel) of a Cyton or Ganglion; pauses its stream meanwhile."""
         from neuraflow.devices.impedance import measure_impedance
 
         managed = self._get(device_id)
-        if managed.kind != "cyton":
-            raise SpecError("kind", f"{_WHERE}: impedance needs a cyton device; {device_id!r} is {managed.kind!r}.")
+        if managed.kind not in _IMPEDANCE_KINDS:
+            raise SpecError("kind", f"{_WHERE}: impedance needs a {' or '.join(_IMPEDANCE_KINDS)} device; "
+                                    f"{device_id!r} is {managed.kind!r}.")
         with managed.lock:
             was_connected = managed.slot is not None
             next_seq = managed.slot.next_seq if was_connected else 0

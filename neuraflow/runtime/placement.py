@@ -18,8 +18,9 @@ def partition_devices(
     the actor can be pinned where the hardware is. Pollable
     devices are dealt round-robin over ``n_workers`` groups (one per core is
     what measured best), or in groups of ``devices_per_group`` when given.
-    The devices feeding one merge (``Pipeline.merge``) form a bundle that is
-    placed as a unit, on a worker of its own if any member needs one.
+    The devices feeding one merge (``Pipeline.merge``), and devices with the same
+    ``colocate`` key (streams of one headband), form a bundle that is placed as a
+    unit, on a worker of its own if any member needs one.
 
     Returns
     -------
@@ -51,15 +52,19 @@ def partition_devices(
 
 
 def _bundles(plan: LogicalPlan) -> list[list[tuple[str, int]]]:
-    """Devices that must share a worker: one bundle per set of merge-connected devices, else singletons."""
+    """Devices that must share a worker (merge inputs, equal ``colocate`` keys) as bundles, else singletons."""
     owner: dict[tuple[str, int], int] = {}
     bundles: list[list[tuple[str, int]]] = []
+    by_key: dict[str, list[tuple[str, int]]] = {}
     for source in plan.sources():
-        for index in range(len(source.devices)):
+        for index, device in enumerate(source.devices):
             owner[(source.name, index)] = len(bundles)
             bundles.append([(source.name, index)])
-    for merge in plan.merges():
-        members = plan.upstream_devices(merge.name)
+            key = getattr(device, "colocate", None)
+            if key:
+                by_key.setdefault(key, []).append((source.name, index))
+    together = [plan.upstream_devices(m.name) for m in plan.merges()] + list(by_key.values())
+    for members in together:
         target = owner[members[0]]
         for item in members[1:]:
             current = owner[item]

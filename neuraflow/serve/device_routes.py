@@ -9,7 +9,7 @@ Routes::
     DELETE /devices/{id}                disconnect and forget it
     POST   /devices/{id}/connect        start it (reconnects with backoff on failure)
     POST   /devices/{id}/disconnect
-    POST   /devices/{id}/impedance?seconds=2.0   Cyton electrode impedance, kOhm per channel
+    POST   /devices/{id}/impedance?seconds=2.0   Cyton / Ganglion electrode impedance, kOhm per channel
 
 Devices live in one detached Ray actor named ``neuraflow-devices`` (a
 :class:`~neuraflow.devices.service.DeviceManager`), created lazily on the first
@@ -125,6 +125,6 @@ def register_device_routes(app: FastAPI, settings: NeuraflowSettings, *, manager
     def disconnect(device_id: str) -> dict[str, Any]:
         return call("disconnect", device_id)
 
-    @app.post("/devices/{device_id}/impedance", summary="Electrode impedance (Cyton), kOhm", tags=["devices"])
+    @app.post("/devices/{device_id}/impedance", summary="Electrode impedance (Cyton, Ganglion), kOhm", tags=["devices"])
     def impedance(device_id: str, seconds: float = Query(2.0, gt=0, le=30)) -> dict[str, Any]:
         return {"id": device_id, "seconds": seconds, "kohm": call("impedance", device_id, seconds)}

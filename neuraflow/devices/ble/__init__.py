@@ -1,4 +1,4 @@
-"""BLE EEG devices through bleak: :class:`Muse` and :class:`Ganglion`.
+"""BLE EEG devices through bleak: :class:`Muse` (EEG, PPG, IMU; :func:`muse_devices`) and :class:`Ganglion`.
 
 - :mod:`~neuraflow.devices.ble.decoders` -- GATT ids, commands, packet decoders (pure, no I/O)
 - :mod:`~neuraflow.devices.ble.link` -- :class:`BleStreamDevice`: the asyncio loop thread,
@@ -12,6 +12,6 @@ bleak is imported when a device opens, so building a pipeline does not need it.
 
 from neuraflow.devices.ble.ganglion import Ganglion
 from neuraflow.devices.ble.link import BleStreamDevice
-from neuraflow.devices.ble.muse import Muse
+from neuraflow.devices.ble.muse import MUSE_STREAMS, Muse, muse_devices
 
-__all__ = ["BleStreamDevice", "Ganglion", "Muse"]
+__all__ = ["MUSE_STREAMS", "BleStreamDevice", "Ganglion", "Muse", "muse_devices"]

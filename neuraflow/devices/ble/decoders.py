@@ -9,6 +9,17 @@ Muse (2016 "MU-02", Muse S, Muse 2), per the published muse-lsl / MuseJS decoder
     microvolts = 0.48828125 * (x - 2048); 256 Hz, so one index = 12 samples = 46.9 ms
     command: length-prefixed ASCII, [len(cmd) + 1] + cmd + "\\n"  (b"\\x02h\\n" halt)
 
+Muse 2 / Muse S auxiliary sensors, per muse-lsl (``muselsl/constants.py``,
+``muselsl/muse.py: _unpack_ppg_channel, _unpack_imu_channel``) and muse-js
+(``src/muse.ts``, ``src/lib/muse-parse.ts: parseAccelerometer``)::
+
+    PPG 273e000f / 0010 / 0011 (muse-lsl: PPG1 ambient, PPG2 infrared, PPG3 red), 64 Hz
+        notification (20 bytes): uint16 big-endian index, then 6 samples x uint24 big-endian
+    gyroscope 273e0009, accelerometer 273e000a (273e000b is telemetry), 52 Hz
+        notification (20 bytes): uint16 big-endian index, then 3 samples x (x, y, z) int16 big-endian
+    MUSE_ACCELEROMETER_SCALE_FACTOR = 0.0000610352 g per count   (1 / 16384: +-2 g full scale)
+    MUSE_GYRO_SCALE_FACTOR = 0.0074768 deg/s per count           (~245 / 32768: +-245 deg/s)
+
 OpenBCI Ganglion, per the "Ganglion Data Format" page of the OpenBCI documentation and
 the firmware's ``compressData18`` / ``compressData19`` (OpenBCI_Ganglion_Library)::
 
@@ -43,6 +54,21 @@ MUSE_PACKET_SIZE = 20
 MUSE_UV_PER_COUNT = 0.48828125
 """Microvolts per 12-bit count (``1000 / 2048``); the count 2048 is 0 uV."""
 MUSE_INDEX_MODULUS = 1 << 16
+
+MUSE_PPG_CHARACTERISTICS = tuple(f"273e00{h}-4c4d-454d-96be-f03bac821358" for h in ("0f", "10", "11"))
+"""PPG1, PPG2, PPG3 (muse-lsl labels them ambient, infrared, red)."""
+MUSE_PPG_CHANNELS = ("PPG1", "PPG2", "PPG3")
+MUSE_PPG_SFREQ = 64.0
+MUSE_PPG_SAMPLES_PER_PACKET = 6
+MUSE_GYRO_CHARACTERISTIC = "273e0009-4c4d-454d-96be-f03bac821358"
+MUSE_ACC_CHARACTERISTIC = "273e000a-4c4d-454d-96be-f03bac821358"
+MUSE_TELEMETRY_CHARACTERISTIC = "273e000b-4c4d-454d-96be-f03bac821358"
+MUSE_IMU_SFREQ = 52.0
+MUSE_IMU_SAMPLES_PER_PACKET = 3
+MUSE_ACC_G_PER_COUNT = 0.0000610352
+"""muse-lsl ``MUSE_ACCELEROMETER_SCALE_FACTOR``: g per int16 count."""
+MUSE_GYRO_DPS_PER_COUNT = 0.0074768
+"""muse-lsl ``MUSE_GYRO_SCALE_FACTOR``: degrees per second per int16 count."""
 
 
 def muse_command(cmd: str) -> bytes:
@@ -86,6 +112,59 @@ def decode_muse_eeg(data: bytes | bytearray) -> tuple[int, np.ndarray]:
     return index, counts.reshape(12)
 
 
+def decode_muse_ppg(data: bytes | bytearray) -> tuple[int, np.ndarray]:
+    """Decode one Muse PPG notification (one of the three PPG characteristics).
+
+    Parameters
+    ----------
+    data : bytes, len 20
+        2-byte big-endian packet index + 6 unsigned 24-bit big-endian samples.
+
+    Returns
+    -------
+    index : int
+        Packet index, 0-65535 (wraps).
+    counts : ndarray, shape (6,), int64
+        Raw PPG counts, 0-16777215 (no physical unit).
+
+    Raises
+    ------
+    ValueError
+        ``data`` is not 20 bytes long.
+    """
+    if len(data) != MUSE_PACKET_SIZE:
+        raise ValueError(f"decode_muse_ppg: a Muse PPG packet has {MUSE_PACKET_SIZE} bytes, got {len(data)}.")
+    b = np.frombuffer(bytes(data[2:]), dtype=np.uint8).astype(np.int64).reshape(MUSE_PPG_SAMPLES_PER_PACKET, 3)
+    return (data[0] << 8) | data[1], (b[:, 0] << 16) | (b[:, 1] << 8) | b[:, 2]
+
+
+def decode_muse_imu(data: bytes | bytearray) -> tuple[int, np.ndarray]:
+    """Decode one Muse accelerometer or gyroscope notification.
+
+    Parameters
+    ----------
+    data : bytes, len 20
+        2-byte big-endian packet index + 3 samples of (x, y, z) signed 16-bit big-endian.
+
+    Returns
+    -------
+    index : int
+        Packet index, 0-65535 (wraps).
+    counts : ndarray, shape (3, 3), int32
+        ``counts[axis, sample]`` (axis 0/1/2 = x/y/z); multiply by
+        :data:`MUSE_ACC_G_PER_COUNT` or :data:`MUSE_GYRO_DPS_PER_COUNT`.
+
+    Raises
+    ------
+    ValueError
+        ``data`` is not 20 bytes long.
+    """
+    if len(data) != MUSE_PACKET_SIZE:
+        raise ValueError(f"decode_muse_imu: a Muse IMU packet has {MUSE_PACKET_SIZE} bytes, got {len(data)}.")
+    values = np.frombuffer(bytes(data[2:]), dtype=">i2").astype(np.int32)
+    return (data[0] << 8) | data[1], values.reshape(MUSE_IMU_SAMPLES_PER_PACKET, 3).T.copy()
+
+
 def muse_counts_to_volts(counts: np.ndarray) -> np.ndarray:
     """Convert 12-bit Muse counts to volts (float64): ``0.48828125e-6 * (counts - 2048)``."""
     return (np.asarray(counts, dtype=np.float64) - 2048.0) * (MUSE_UV_PER_COUNT * 1e-6)
@@ -108,7 +187,9 @@ def unwrap_index(raw: int, last: int | None, modulus: int) -> int:
 class MuseAssembler:
     """Join the per-channel Muse notifications of one packet index into samples.
 
-    The Muse sends each channel on its own characteristic with a shared index.
+    The Muse sends each channel on its own characteristic with a shared index
+    (EEG, PPG; the accelerometer and gyroscope use one characteristic each,
+    ``n_channels=1`` with :func:`decode_muse_imu`).
     An index is complete when every channel has arrived; a newer index that
     completes first means the older ones lost a channel's notification: they
     are discarded and reported as missing.
@@ -119,11 +200,15 @@ class MuseAssembler:
         Channels subscribed (4 without AUX, 5 with it).
     max_pending : int
         Incomplete indices kept at most (older ones are dropped as missing).
+    decode : callable
+        ``data -> (index, counts)``: :func:`decode_muse_eeg` (default),
+        :func:`decode_muse_ppg` or :func:`decode_muse_imu`.
     """
 
-    def __init__(self, n_channels: int, *, max_pending: int = 8) -> None:
+    def __init__(self, n_channels: int, *, max_pending: int = 8, decode=decode_muse_eeg) -> None:
         self.n_channels = n_channels
         self.max_pending = max_pending
+        self.decode = decode
         self._pending: dict[int, dict[int, np.ndarray]] = {}
         self._last: int | None = None  # last unwrapped index seen
         self._next: int | None = None  # next unwrapped index expected to complete
@@ -135,9 +220,10 @@ class MuseAssembler:
         -------
         packets : list of (index, n_missing, counts)
             ``index`` unwrapped packet index; ``n_missing`` packets lost right before it;
-            ``counts`` ndarray (n_channels, 12) int32.
+            ``counts`` ndarray (n_rows, n_samples): one row per channel for EEG
+            (12 samples) and PPG (6), the 3 axes for the IMU (3 samples).
         """
-        raw, counts = decode_muse_eeg(data)
+        raw, counts = self.decode(data)
         index = unwrap_index(raw, self._last, MUSE_INDEX_MODULUS)
         self._last = index if self._last is None else max(self._last, index)
         if self._next is not None and index < self._next:
@@ -151,7 +237,7 @@ class MuseAssembler:
             del self._pending[index]
             missing = 0 if self._next is None else index - self._next
             self._next = index + 1
-            out.append((index, missing, np.stack([slot[c] for c in range(self.n_channels)])))
+            out.append((index, missing, np.vstack([np.atleast_2d(slot[c]) for c in range(self.n_channels)])))
         while len(self._pending) > self.max_pending:
             del self._pending[min(self._pending)]
         return out

@@ -11,8 +11,8 @@ connecting to that address serves its GATT table, forwards writes to it
 (start/stop commands) and, while it streams, sends its notifications on the
 client's asyncio loop at the peripheral's rate (times ``speed``).
 
-The encoders here (:func:`encode_muse_eeg`, :func:`encode_ganglion_raw`,
-:func:`encode_ganglion_deltas`) follow the published formats (see
+The encoders here (:func:`encode_muse_eeg`, :func:`encode_muse_ppg`,
+:func:`encode_muse_imu`, :func:`encode_ganglion_raw`, :func:`encode_ganglion_deltas`) follow the published formats (see
 :mod:`neuraflow.devices.ble.decoders`) and mirror the firmware, e.g. the
 Ganglion's sign-in-bit-0 rule, so decoders are tested against bytes built
 independently of them.
@@ -73,6 +73,30 @@ def encode_muse_eeg(index: int, counts: np.ndarray) -> bytes:
     for v in c.tolist():
         word = (word << 12) | v
     return (index % 65536).to_bytes(2, "big") + word.to_bytes(18, "big")
+
+
+def encode_muse_ppg(index: int, counts: np.ndarray) -> bytes:
+    """Encode a Muse PPG notification: uint16 big-endian index + 6 x uint24 big-endian samples."""
+    c = np.asarray(counts, dtype=np.int64)
+    if c.shape != (6,) or c.min() < 0 or c.max() >= 1 << 24:
+        raise ValueError(f"encode_muse_ppg: counts must be 6 values in 0-16777215, got shape {c.shape}.")
+    return (index % 65536).to_bytes(2, "big") + b"".join(int(v).to_bytes(3, "big") for v in c.tolist())
+
+
+def encode_muse_imu(index: int, counts: np.ndarray) -> bytes:
+    """Encode a Muse accelerometer / gyroscope notification: uint16 index + 3 samples x (x, y, z) int16 big-endian.
+
+    Parameters
+    ----------
+    counts : array of int, shape (3, 3)
+        ``counts[axis, sample]``, each in -32768-32767.
+    """
+    c = np.asarray(counts, dtype=np.int64)
+    if c.shape != (3, 3) or c.min() < -(1 << 15) or c.max() >= 1 << 15:
+        raise ValueError(f"encode_muse_imu: counts must be (3 axes, 3 samples) of int16, got shape {c.shape}.")
+    return (index % 65536).to_bytes(2, "big") + b"".join(
+        int(v).to_bytes(2, "big", signed=True) for v in c.T.reshape(9).tolist()
+    )
 
 
 def encode_ganglion_raw(counts: np.ndarray, packet_id: int = 0) -> bytes:
@@ -154,7 +178,7 @@ class FakePeripheral:
 
     # what tests call
     def drop_next(self, n: int) -> None:
-        """Lose the next ``n`` notifications (they are generated, then not sent)."""
+        """Lose the next ``n`` notifications of subscribed characteristics (generated, then not sent)."""
         self._drop += n
 
     def link_loss(self) -> None:
@@ -174,11 +198,13 @@ class FakePeripheral:
         self.writes.append((char_uuid, bytes(data)))
         self.on_write(char_uuid, bytes(data))
 
-    def _next(self) -> list[tuple[str, bytes]]:
+    def _next(self, subscribed: set[str] | None = None) -> list[tuple[str, bytes]]:
         if self._source is None:
             self._source = self.notifications()
         sent = []
         for item in next(self._source):
+            if subscribed is not None and item[0] not in subscribed:
+                continue  # notifications are off on that characteristic: nothing goes over the air
             if self._drop:
                 self._drop -= 1
                 continue
@@ -187,18 +213,27 @@ class FakePeripheral:
 
 
 class FakeMuse(FakePeripheral):
-    """A Muse (2016 / S / 2): EEG on 5 characteristics, 12 samples per notification, 256 Hz.
+    """A Muse 2 / Muse S: EEG (5 characteristics, 12 samples, 256 Hz), PPG (3, 6 samples, 64 Hz),
+    accelerometer and gyroscope (3 samples of x, y, z, 52 Hz).
 
     Commands on the control characteristic: ``d`` starts, ``h`` halts; ``p21``,
-    ``s`` and others are recorded. Counts are a pure function of the sample
-    index (:meth:`counts`), so tests compare bit for bit.
+    ``s`` and others are recorded. Counts are pure functions of the sample
+    index (:meth:`counts`, :meth:`ppg_counts`, :meth:`imu_counts`), so tests
+    compare bit for bit. One connection event per EEG packet also carries the
+    PPG and IMU packets whose samples are due by then (each stream has its own
+    packet index, as on the headband). ``aux_sensors=False`` is a 2016 Muse
+    (no PPG / IMU characteristics in its GATT table).
     """
 
-    def __init__(self, address: str = "00:55:DA:B0:00:01", *, speed: float = 1.0) -> None:
+    def __init__(self, address: str = "00:55:DA:B0:00:01", *, speed: float = 1.0, aux_sensors: bool = True) -> None:
         chars = [(dec.MUSE_CONTROL, ["write-without-response", "notify"])]
         chars += [(u, ["notify"]) for u in dec.MUSE_EEG_CHARACTERISTICS]
+        if aux_sensors:
+            chars += [(u, ["notify"]) for u in dec.MUSE_PPG_CHARACTERISTICS]
+            chars += [(dec.MUSE_GYRO_CHARACTERISTIC, ["notify"]), (dec.MUSE_ACC_CHARACTERISTIC, ["notify"])]
         super().__init__(address, {dec.MUSE_SERVICE: chars}, dec.MUSE_SFREQ / dec.MUSE_SAMPLES_PER_PACKET,
                          speed=speed)
+        self.aux_sensors = aux_sensors
         self.packet_index = 0
 
     @staticmethod
@@ -207,6 +242,21 @@ class FakeMuse(FakePeripheral):
         i = np.arange(start, stop, dtype=np.int64)[None]
         ch = np.arange(5, dtype=np.int64)[:, None]
         return (i * (17 + 2 * ch) + 1000 * ch) % 4096
+
+    @staticmethod
+    def ppg_counts(start: int, stop: int) -> np.ndarray:
+        """PPG counts of sample indices [start, stop): shape (3, n), 0-16777215 (all 24 bits used)."""
+        i = np.arange(start, stop, dtype=np.int64)[None]
+        ch = np.arange(3, dtype=np.int64)[:, None]
+        return (i * (1_234_567 + 1000 * ch) + 5_000_000 * ch) % (1 << 24)
+
+    @staticmethod
+    def imu_counts(kind: str, start: int, stop: int) -> np.ndarray:
+        """Accelerometer (``kind="acc"``) or gyroscope (``"gyro"``) counts: shape (3 axes, n), int16 range."""
+        i = np.arange(start, stop, dtype=np.int64)[None]
+        axis = np.arange(3, dtype=np.int64)[:, None]
+        step = 977 if kind == "acc" else 1531
+        return (i * (step + 10 * axis) + 20_000 * axis) % 65536 - 32768
 
     def on_write(self, char_uuid: str, data: bytes) -> None:
         if char_uuid == dec.MUSE_CONTROL and len(data) >= 3 and data[0] == len(data) - 1:
@@ -217,17 +267,34 @@ class FakeMuse(FakePeripheral):
                 self.streaming = False
 
     def notifications(self) -> Iterator[list[tuple[str, bytes]]]:
+        ppg_k = imu_k = n = 0  # PPG / IMU indices restart with every connection (the EEG's continue)
         while True:
             k = self.packet_index
             self.packet_index += 1
+            n += 1
             counts = self.counts(12 * k, 12 * k + 12)
-            yield [(char, encode_muse_eeg(k, counts[ch])) for ch, char in enumerate(dec.MUSE_EEG_CHARACTERISTICS)]
+            out = [(char, encode_muse_eeg(k, counts[ch])) for ch, char in enumerate(dec.MUSE_EEG_CHARACTERISTICS)]
+            if self.aux_sensors:
+                # samples due by the end of the n-th EEG packet since the start, in integer arithmetic
+                while (ppg_k + 1) * 6 * 256 <= n * 12 * 64:
+                    ppg = self.ppg_counts(6 * ppg_k, 6 * ppg_k + 6)
+                    out += [(char, encode_muse_ppg(ppg_k, ppg[ch]))
+                            for ch, char in enumerate(dec.MUSE_PPG_CHARACTERISTICS)]
+                    ppg_k += 1
+                while (imu_k + 1) * 3 * 256 <= n * 12 * 52:
+                    out.append((dec.MUSE_GYRO_CHARACTERISTIC,
+                                encode_muse_imu(imu_k, self.imu_counts("gyro", 3 * imu_k, 3 * imu_k + 3))))
+                    out.append((dec.MUSE_ACC_CHARACTERISTIC,
+                                encode_muse_imu(imu_k, self.imu_counts("acc", 3 * imu_k, 3 * imu_k + 3))))
+                    imu_k += 1
+            yield out
 
 
 class FakeGanglion(FakePeripheral):
     """An OpenBCI Ganglion: a raw packet, then 19-bit (or 18-bit with ``accel``) delta packets, 200 Hz.
 
-    ``b`` starts, ``s`` stops (each start begins with a raw packet, id 0).
+    ``b`` starts, ``s`` stops (each start begins with a raw packet, id 0); ``z`` starts
+    the impedance mode (packets 201-205 carrying :attr:`impedance_ohm` as ASCII), ``Z`` ends it.
     The signal (:meth:`counts`) has deltas whose bit 0 already matches their
     sign, so the firmware's LSB sign rule loses nothing and decoding is exact.
     """
@@ -238,6 +305,9 @@ class FakeGanglion(FakePeripheral):
         super().__init__(address, {dec.GANGLION_SERVICE: chars}, dec.GANGLION_SFREQ / 2, speed=speed)
         self.accel = accel
         self.sample_index = 0
+        self.impedance_ohm = [4_700, 12_000, 250_000, 1_500, 3_300]
+        """Ohms reported in impedance mode for channels 1-4 and the reference (ids 201-205)."""
+        self.impedance_mode = False
 
     @staticmethod
     def counts(start: int, stop: int) -> np.ndarray:
@@ -254,12 +324,28 @@ class FakeGanglion(FakePeripheral):
         if char_uuid != dec.GANGLION_SEND:
             return
         if data == b"b":
+            self.impedance_mode = False
             self.streaming = True
             self._source = None  # a start begins with a raw packet
         elif data == b"s":
             self.streaming = False
+        elif data == b"z":  # impedance mode: ASCII ohms of channels 1-4 and the reference, in turn
+            self.impedance_mode = True
+            self.streaming = True
+            self._source = None
+        elif data == b"Z":
+            self.impedance_mode = False
+            self.streaming = False
+            self._source = None
 
     def notifications(self) -> Iterator[list[tuple[str, bytes]]]:
+        if self.impedance_mode:
+            k = 0
+            while True:
+                channel = k % 5
+                k += 1
+                text = f"{self.impedance_ohm[channel]}Z".encode("ascii")
+                yield [(dec.GANGLION_RECEIVE, bytes([201 + channel]) + text + bytes(19 - len(text)))]
         start = self.sample_index
         prev = self.counts(start, start + 1)[:, 0]
         yield [(dec.GANGLION_RECEIVE, encode_ganglion_raw(prev))]
@@ -373,7 +459,7 @@ class FakeBackend(BaseBleakClient):
             next_t += 1.0 / (p.rate_hz * p.speed)
             if not (self._connected and p.streaming):
                 continue
-            for char, payload in p._next():  # one connection event: one or more notifications
+            for char, payload in p._next(set(self._callbacks)):  # one connection event: one or more notifications
                 callback = self._callbacks.get(char)
                 if callback is not None:
                     callback(bytearray(payload))

@@ -16,8 +16,17 @@ and become ``"drop"`` events.
 Failures -- the peripheral not found or refusing, an unsolicited disconnect
 (out of range, battery), no notification for ``stall_timeout_s`` -- raise
 :class:`~neuraflow.errors.DeviceError` from ``open``/``read``; the runtime then
-closes the device and reopens it with backoff (each ``open`` is a new
-connection, loop and thread).
+closes the device and reopens it with backoff.
+
+One peripheral, several streams: a headband accepts one connection, but its
+EEG, PPG and IMU are separate devices (one stream each, like the streams of an
+XDF file). Devices of the same address and backend opened in one process
+therefore share one connection (:class:`_SharedLink`: client, loop thread,
+subscriptions). The first ``open`` connects and sends the start commands, the
+others only subscribe; the last ``close`` sends the stop commands and
+disconnects. A link loss fails every device on it; each reopens a new link.
+Their ``colocate`` key (``"ble:<address>"``) makes the runtime host them on one
+worker, so a pipeline opens them in one process.
 """
 
 from __future__ import annotations
@@ -53,6 +62,144 @@ def resolve_backend(backend: Any) -> Any:
     )
 
 
+_LINKS: dict[tuple[str, Any], _SharedLink] = {}
+_LINKS_LOCK = threading.Lock()
+
+
+class _SharedLink:
+    """One BLE connection (bleak client on its own asyncio loop thread) shared by the devices of one peripheral."""
+
+    def __init__(self, key: tuple[str, Any], address: str, backend: Any, connect_timeout_s: float) -> None:
+        self.key = key
+        self.address = address
+        self.backend = backend
+        self.connect_timeout_s = connect_timeout_s
+        self.users: tuple[BleStreamDevice, ...] = ()  # replaced, never mutated: read from the loop thread
+        self.subscribed: set[str] = set()
+        self.started = False
+        self.dead = False
+        self.closing = False
+        self.client: Any = None
+        self.lock = threading.Lock()  # one connect/subscribe/shutdown at a time
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=f"ble-{address}", daemon=True)
+        self.thread.start()
+
+    def attach(self, device: BleStreamDevice) -> None:
+        """Connect if needed, subscribe ``device``'s characteristics, send the start commands once."""
+        with self.lock:
+            if self.dead:
+                raise DeviceError(f"{device._where} {device.info.stream_id!r}: the link to {self.address!r} was lost.")
+            future = asyncio.run_coroutine_threadsafe(self._attach(device), self.loop)
+            try:
+                future.result(timeout=self.connect_timeout_s + 1.0)
+            except BaseException:
+                future.cancel()
+                raise
+
+    async def _attach(self, device: BleStreamDevice) -> None:
+        if self.client is None:
+            try:
+                from bleak import BleakClient
+            except ImportError as exc:  # pragma: no cover - bleak is a dependency of this module
+                raise DeviceError(f"{device._where}: BLE devices need bleak (pip install bleak).") from exc
+            kwargs: dict[str, Any] = {"timeout": self.connect_timeout_s}
+            if self.backend is not None:
+                kwargs["backend"] = self.backend
+            self.client = BleakClient(self.address, self._on_disconnect, **kwargs)
+            await asyncio.wait_for(self.client.connect(), self.connect_timeout_s)
+        for uuid in device._subscriptions():
+            if uuid not in self.subscribed:
+                await self.client.start_notify(uuid, self._notify)
+                self.subscribed.add(uuid)
+        if not self.started:
+            for uuid, data in device._start_writes():
+                await self.client.write_gatt_char(uuid, data, response=False)
+            self.started = True
+
+    def write(self, uuid: str, data: bytes, timeout_s: float = 2.0) -> None:
+        """Write ``data`` to characteristic ``uuid`` (from any thread but the loop's)."""
+        client = self.client
+        if client is None or self.dead:
+            raise DeviceError(f"devices.ble: not connected to {self.address!r}.")
+        future = asyncio.run_coroutine_threadsafe(client.write_gatt_char(uuid, data, response=False), self.loop)
+        try:
+            future.result(timeout=timeout_s)
+        except Exception as exc:
+            raise DeviceError(f"devices.ble: writing to {self.address!r} failed: {exc}") from exc
+
+    def _notify(self, sender: Any, data: bytearray) -> None:
+        uuid = str(sender.uuid)
+        for device in self.users:
+            if uuid in device._uuids:
+                device._notify(uuid, data)
+
+    def _on_disconnect(self, _client: Any) -> None:
+        if self.closing:
+            return
+        self.dead = True
+        with _LINKS_LOCK:
+            if _LINKS.get(self.key) is self:
+                del _LINKS[self.key]
+        for device in self.users:
+            device._fail(f"{self.address!r} disconnected (out of range, switched off or battery low)")
+
+    def shutdown(self, stop_writes: list[tuple[str, bytes]]) -> None:
+        """Send ``stop_writes`` (if still connected), disconnect, stop the loop thread."""
+        with self.lock:
+            self.closing = True
+            client, loop = self.client, self.loop
+            if client is not None and loop.is_running():
+                future = asyncio.run_coroutine_threadsafe(self._disconnect(client, stop_writes), loop)
+                try:
+                    future.result(timeout=2.0)
+                except Exception as exc:  # noqa: BLE001 - the link may already be gone
+                    log.debug("devices.ble: disconnect of %s: %s", self.address, exc)
+            loop.call_soon_threadsafe(loop.stop)
+            self.thread.join(timeout=2.0)
+            if not loop.is_running():
+                loop.close()
+
+    @staticmethod
+    async def _disconnect(client: Any, stop_writes: list[tuple[str, bytes]]) -> None:
+        try:
+            if client.is_connected:
+                for uuid, data in stop_writes:
+                    await client.write_gatt_char(uuid, data, response=False)
+        finally:
+            await client.disconnect()
+
+
+def _join_link(device: BleStreamDevice) -> _SharedLink:
+    """Attach ``device`` to the live link of its peripheral in this process, or to a new one."""
+    key = (device.address, device.backend)
+    with _LINKS_LOCK:
+        link = _LINKS.get(key)
+        if link is None or link.dead or link.closing:
+            link = _SharedLink(key, device.address, device.backend, device.connect_timeout_s)
+            _LINKS[key] = link
+        link.users = (*link.users, device)
+    try:
+        link.attach(device)
+    except BaseException:
+        _leave_link(device, link, [])
+        raise
+    return link
+
+
+def _leave_link(device: BleStreamDevice, link: _SharedLink, stop_writes: list[tuple[str, bytes]]) -> None:
+    """Detach ``device``; the last device out sends ``stop_writes`` and disconnects."""
+    with _LINKS_LOCK:
+        link.users = tuple(d for d in link.users if d is not device)
+        last = not link.users
+        if last:
+            link.closing = True
+            if _LINKS.get(link.key) is link:
+                del _LINKS[link.key]
+    if last:
+        link.shutdown(stop_writes)
+
+
 class _Failure:
     __slots__ = ("error",)
 
@@ -80,11 +227,17 @@ class BleStreamDevice(DeviceBase):
 
     Subclasses define ``_where``, ``_subscriptions()``, ``_start_writes()``,
     ``_stop_writes()``, ``_reset_decoder()`` and ``_on_notify(uuid, data)``,
-    which calls :meth:`_emit` and :meth:`_drop`.
+    which calls :meth:`_emit` and :meth:`_drop`. Devices of one address share
+    a connection within a process (module docstring).
     """
 
     blocking = True
     _where = "devices.ble"
+
+    @property
+    def colocate(self) -> str:
+        """Streams of one address share a worker, hence one connection (see :class:`~neuraflow.devices.base.Device`)."""
+        return f"ble:{self.address}"
 
     def __init__(self, address: str, info: StreamInfo, *, chunk_size: int, backend: Any,
                  connect_timeout_s: float, stall_timeout_s: float) -> None:
@@ -100,19 +253,17 @@ class BleStreamDevice(DeviceBase):
         self.stats: dict[str, float] = dict.fromkeys(
             ("notifications", "samples", "samples_dropped", "corrupt", "clock_adjust_s", "opens"), 0
         )
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._client: Any = None
+        self._link: _SharedLink | None = None
         self._reset_stream()
 
     # ------------------------------------------------------------- pickling
     def __getstate__(self) -> dict[str, Any]:
-        skip = {"_loop", "_thread", "_client", "_queue", "_events", "_events_lock", "_pend_lock", "_pend"}
+        skip = {"_link", "_uuids", "_queue", "_events", "_events_lock", "_pend_lock", "_pend"}
         return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._loop = self._thread = self._client = None
+        self._link = None
         self._reset_stream()
 
     def _reset_stream(self) -> None:
@@ -125,8 +276,8 @@ class BleStreamDevice(DeviceBase):
         self._pend_start = 0
         self._pend_n = 0
         self._last_rx = time.monotonic()
-        self._closing = False
         self._reset_decoder()
+        self._uuids = frozenset(self._subscriptions())
 
     # ------------------------------------------------------ subclass hooks
     def _subscriptions(self) -> list[str]:
@@ -146,7 +297,7 @@ class BleStreamDevice(DeviceBase):
 
     # ------------------------------------------------------- device protocol
     def open(self) -> None:
-        """Connect, subscribe to the data characteristics and send the start commands.
+        """Connect (or join this process's connection to the peripheral), subscribe, send the start commands.
 
         Raises
         ------
@@ -156,16 +307,10 @@ class BleStreamDevice(DeviceBase):
         """
         self.close()
         self._reset_stream()
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name=f"ble-{self.info.stream_id}", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        future = asyncio.run_coroutine_threadsafe(self._connect(), loop)
         try:
-            future.result(timeout=self.connect_timeout_s + 1.0)
+            self._link = _join_link(self)
         except Exception as exc:  # noqa: BLE001 - every failure to connect is a DeviceError
-            future.cancel()
-            self.close()
+            self._reset_stream()
             if isinstance(exc, DeviceError):
                 raise
             what = "timed out" if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) else f"failed: {exc}"
@@ -176,36 +321,21 @@ class BleStreamDevice(DeviceBase):
         self._last_rx = time.monotonic()
         self.stats["opens"] += 1
 
-    async def _connect(self) -> None:
-        try:
-            from bleak import BleakClient
-        except ImportError as exc:  # pragma: no cover - bleak is a dependency of this module
-            raise DeviceError(f"{self._where}: BLE devices need bleak (pip install bleak).") from exc
-        kwargs: dict[str, Any] = {"timeout": self.connect_timeout_s}
-        if self.backend is not None:
-            kwargs["backend"] = self.backend
-        client = BleakClient(self.address, self._on_disconnect, **kwargs)
-        self._client = client
-        await asyncio.wait_for(client.connect(), self.connect_timeout_s)
-        for uuid in self._subscriptions():
-            await client.start_notify(uuid, self._notify)
-        for uuid, data in self._start_writes():
-            await client.write_gatt_char(uuid, data, response=False)
-
-    def _notify(self, sender: Any, data: bytearray) -> None:
-        """Notification callback (event-loop thread)."""
+    def _notify(self, uuid: str, data: bytearray) -> None:
+        """Notification of one of this device's characteristics (event-loop thread)."""
         self._last_rx = time.monotonic()
         self.stats["notifications"] += 1
         try:
-            self._on_notify(str(sender.uuid), data)
+            self._on_notify(uuid, data)
         except ValueError as exc:  # a malformed packet: count it and go on
             self.stats["corrupt"] += 1
             self._event(time.time(), "corrupt", float(len(data)), {"error": str(exc)})
 
-    def _on_disconnect(self, _client: Any) -> None:
-        if self._closing:
-            return
-        self._fail(f"{self.address!r} disconnected (out of range, switched off or battery low)")
+    def _write(self, uuid: str, data: bytes) -> None:
+        """Write a command to the open peripheral (from the reader's thread)."""
+        if self._link is None:
+            raise DeviceError(f"{self._where} {self.info.stream_id!r}: not open.")
+        self._link.write(uuid, data)
 
     def _fail(self, message: str) -> None:
         self._flush(time.time())
@@ -219,7 +349,7 @@ class BleStreamDevice(DeviceBase):
         DeviceError
             Not open, the link was lost, or no notification for ``stall_timeout_s``.
         """
-        if self._loop is None and self._queue.empty():
+        if self._link is None and self._queue.empty():
             raise DeviceError(f"{self._where} {self.info.stream_id!r}: read() before open().")
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
@@ -233,7 +363,7 @@ class BleStreamDevice(DeviceBase):
             if item is not None:
                 return item
             silent = time.monotonic() - self._last_rx
-            if self._loop is not None and silent > self.stall_timeout_s:
+            if self._link is not None and silent > self.stall_timeout_s:
                 self._fail(f"no notification from {self.address!r} for {silent:.2f} s "
                            f"(stall_timeout_s={self.stall_timeout_s})")
                 continue
@@ -246,31 +376,10 @@ class BleStreamDevice(DeviceBase):
         return events
 
     def close(self) -> None:
-        """Send the stop commands, disconnect and stop the loop thread. Idempotent."""
-        loop, thread, client = self._loop, self._thread, self._client
-        self._loop = self._thread = self._client = None
-        if loop is None:
-            return
-        self._closing = True
-        if client is not None and loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(self._disconnect(client), loop)
-            try:
-                future.result(timeout=2.0)
-            except Exception as exc:  # noqa: BLE001 - the link may already be gone
-                log.debug("%s: disconnect of %s: %s", self._where, self.address, exc)
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(timeout=2.0)
-        if not loop.is_running():
-            loop.close()
-
-    async def _disconnect(self, client: Any) -> None:
-        try:
-            if client.is_connected:
-                for uuid, data in self._stop_writes():
-                    await client.write_gatt_char(uuid, data, response=False)
-        finally:
-            await client.disconnect()
+        """Leave the connection (the last device out sends the stop commands and disconnects). Idempotent."""
+        link, self._link = self._link, None
+        if link is not None:
+            _leave_link(self, link, self._stop_writes())
 
     # ---------------------------------------------------------- clock/chunks
     def _event(self, t_s: float, label: str, value: float, meta: dict[str, Any]) -> None:

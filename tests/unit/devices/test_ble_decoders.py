@@ -162,3 +162,65 @@ def test_ganglion_raw_packet_resyncs_and_other_kinds():
     assert msg.kind == "ascii" and msg.text == "OK$$$"
     assert dec.ganglion_kind(250) == "unknown"
     assert dec.GANGLION_V_PER_COUNT == pytest.approx(1.2 / (8388607 * 1.5 * 51))
+
+
+# ------------------------------------------------------- Muse PPG and IMU
+def test_muse_ppg_packet_by_hand():
+    # index 0x1234, then 6 unsigned 24-bit big-endian samples (muse-lsl: "uint:16,uint:24 x 6")
+    payload = bytes([0x12, 0x34, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x01, 0x80, 0x00, 0x00,
+                     0x01, 0x02, 0x03, 0x00, 0x00, 0x00, 0x7F, 0xFF, 0xFF])
+    index, counts = dec.decode_muse_ppg(payload)
+    assert index == 0x1234
+    assert counts.tolist() == [16777215, 1, 8388608, 0x010203, 0, 8388607]
+    with pytest.raises(ValueError, match="20 bytes"):
+        dec.decode_muse_ppg(payload[:19])
+
+
+def test_muse_imu_packet_by_hand_and_scales():
+    # index 1, then 3 samples of (x, y, z) int16 big-endian (muse-js parseAccelerometer: x, y, z at +0, +2, +4)
+    payload = bytes([0x00, 0x01,
+                     0x7F, 0xFF, 0x80, 0x00, 0xFF, 0xFF,   # sample 0: 32767, -32768, -1
+                     0x00, 0x01, 0x00, 0x02, 0x00, 0x03,   # sample 1: 1, 2, 3
+                     0xFF, 0xFE, 0x01, 0x00, 0x40, 0x00])  # sample 2: -2, 256, 16384
+    index, counts = dec.decode_muse_imu(payload)
+    assert index == 1 and counts.shape == (3, 3)
+    assert counts[:, 0].tolist() == [32767, -32768, -1]  # counts[axis, sample]
+    assert counts[:, 1].tolist() == [1, 2, 3] and counts[:, 2].tolist() == [-2, 256, 16384]
+    # muse-lsl constants; 16384 counts = 1 g (+-2 g range), full scale ~ 245 deg/s
+    assert dec.MUSE_ACC_G_PER_COUNT == 0.0000610352 and dec.MUSE_GYRO_DPS_PER_COUNT == 0.0074768
+    assert 16384 * dec.MUSE_ACC_G_PER_COUNT == pytest.approx(1.0, abs=1e-5)
+    assert 32767 * dec.MUSE_GYRO_DPS_PER_COUNT == pytest.approx(245.0, abs=0.01)
+    with pytest.raises(ValueError, match="20 bytes"):
+        dec.decode_muse_imu(payload + b"\x00")
+
+
+def test_muse_aux_sensor_ids_match_published_tables():
+    # muse-lsl constants.py / muse-js muse.ts: 0009 gyro, 000a accelerometer, 000b telemetry, 000f-0011 PPG
+    assert dec.MUSE_GYRO_CHARACTERISTIC.startswith("273e0009")
+    assert dec.MUSE_ACC_CHARACTERISTIC.startswith("273e000a")
+    assert [u[:8] for u in dec.MUSE_PPG_CHARACTERISTICS] == ["273e000f", "273e0010", "273e0011"]
+    assert (dec.MUSE_PPG_SFREQ, dec.MUSE_PPG_SAMPLES_PER_PACKET, dec.MUSE_IMU_SFREQ) == (64.0, 6, 52.0)
+
+
+def test_muse_ppg_and_imu_round_trip_and_assembly():
+    from neuraflow.devices.ble.fake_backend import encode_muse_imu, encode_muse_ppg
+
+    rng = np.random.default_rng(1)
+    ppg = np.concatenate([[0, (1 << 24) - 1], rng.integers(0, 1 << 24, 4)])
+    assert dec.decode_muse_ppg(encode_muse_ppg(65535, ppg))[1].tolist() == ppg.tolist()
+    imu = np.array([[-32768, 0, 32767], [-1, 1, 2], [100, -100, 5]])
+    index, got = dec.decode_muse_imu(encode_muse_imu(7, imu))
+    assert index == 7 and got.tolist() == imu.tolist()
+    # PPG: three characteristics joined per index; index 11 lost on one channel -> reported missing at 12
+    asm = dec.MuseAssembler(3, decode=dec.decode_muse_ppg)
+    out = []
+    for k in (10, 11, 12):
+        for ch in range(3):
+            if not (k == 11 and ch == 1):
+                out += asm.feed(ch, encode_muse_ppg(k, np.full(6, 1000 * ch + k)))
+    assert [(i, m) for i, m, _ in out] == [(10, 0), (12, 1)]
+    assert out[0][2].shape == (3, 6) and out[1][2][2, 0] == 2012
+    # IMU: one characteristic, a gap of two indices
+    asm = dec.MuseAssembler(1, decode=dec.decode_muse_imu)
+    got = [asm.feed(0, encode_muse_imu(k, imu))[0] for k in (65535, 0, 3)]
+    assert [(i, m) for i, m, _ in got] == [(65535, 0), (65536, 0), (65539, 2)] and got[0][2].shape == (3, 3)

@@ -115,3 +115,82 @@ def test_playback_board_replays_a_file_with_its_timestamps(tmp_path):
     np.testing.assert_allclose([c.t0_s for c in chunks], ts[[0, 50, 100]][: len(chunks)], rtol=0, atol=1e-5)
     expect = (recorded[descr["eeg_channels"]][:, :n] * 1e-6).astype(np.float32)
     np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-12)
+
+
+def _tiny_playback_file(path, n: int) -> dict:
+    """A generated BrainFlow file of the synthetic board's layout: EEG row k holds k * 1000 + sample index (uV)."""
+    descr = board_shim.BoardShim.get_board_descr(SYNTHETIC)
+    data = np.zeros((descr["num_rows"], n))
+    for k, row in enumerate(descr["eeg_channels"]):
+        data[row] = k * 1000 + np.arange(n)
+    data[descr["timestamp_channel"]] = 1.7e9 + np.arange(n) / 250.0
+    data[descr["package_num_channel"]] = np.arange(n) % 256
+    data_filter.DataFilter.write_file(data, str(path), "w")
+    return descr
+
+
+def test_playback_board_ends_with_end_of_stream_at_the_end_of_its_file(tmp_path):
+    from neuraflow.errors import EndOfStream
+
+    path = tmp_path / "tiny.csv"
+    _tiny_playback_file(path, 110)
+    dev = BrainFlowDevice(PLAYBACK, params={"file": str(path), "master_board": SYNTHETIC}, chunk_size=25,
+                          config=("old_timestamps",))
+    dev.open()
+    chunks, t0 = [], time.monotonic()
+    try:
+        with pytest.raises(EndOfStream, match="110 samples"):
+            while time.monotonic() - t0 < 10.0:
+                chunk = dev.read(1.0)
+                if chunk is not None:
+                    chunks.append(chunk)
+        with pytest.raises(EndOfStream):
+            dev.read(0.1)  # stays ended
+    finally:
+        dev.close()
+    assert time.monotonic() - t0 < 3.0  # ends right after the file (~0.44 s at 250 Hz), no stall
+    data = np.concatenate([c.data for c in chunks], axis=1)
+    assert [c.n_samples for c in chunks] == [25, 25, 25, 25, 10]  # the last partial chunk is not held back
+    np.testing.assert_allclose(data[0] * 1e6, np.arange(110), atol=1e-6)
+    assert [c.meta["sample_index"] for c in chunks] == [0, 25, 50, 75, 100]
+    assert not [e for e in dev.drain_events() if e.label == "drop"]
+
+
+def test_playback_board_start_offset_and_loopback(tmp_path):
+    from neuraflow.devices.brainflow import _playback_samples
+    from neuraflow.errors import EndOfStream
+
+    path = tmp_path / "tiny.csv"
+    _tiny_playback_file(path, 100)
+    assert _playback_samples(str(path), ()) == 100
+    assert _playback_samples(str(path), ("set_index_percentage:33",)) == 67
+    assert _playback_samples(str(path), ("loopback_true",)) is None  # loops: never ends
+    dev = BrainFlowDevice(PLAYBACK, params={"file": str(path), "master_board": SYNTHETIC}, chunk_size=50,
+                          config=("set_index_percentage:50",))
+    dev.open()
+    got = 0
+    try:
+        with pytest.raises(EndOfStream, match="50 samples"):
+            for _ in range(100):
+                chunk = dev.read(1.0)
+                got += 0 if chunk is None else chunk.n_samples
+    finally:
+        dev.close()
+    assert got == 50
+
+
+def test_playback_board_finishes_its_runtime_slot(tmp_path):
+    from neuraflow.runtime.slot import DeviceSlot, SlotOptions
+
+    path = tmp_path / "tiny.csv"
+    _tiny_playback_file(path, 60)
+    dev = BrainFlowDevice(PLAYBACK, params={"file": str(path), "master_board": SYNTHETIC}, chunk_size=20)
+    slot = DeviceSlot(dev, SlotOptions())
+    slot.start()  # blocking device: read from the slot's own thread
+    deadline = time.monotonic() + 10.0
+    while not slot.finished:
+        assert time.monotonic() < deadline, "the slot never saw the end of the file"
+        time.sleep(0.02)
+    chunks, _ = slot.take()
+    slot.stop()
+    assert sum(c.n_samples for c in chunks) == 60 and slot.counters.errors == 0 and slot.counters.reconnects == 0

@@ -144,3 +144,17 @@ def test_muse_xdf_merged_in_a_pipeline_equals_offline(muse_xdf) -> None:
     assert got[0].n_channels == 14 and got[0].channels[-1] == "Muse-GYRO:GYRO_Z"
     merged_data = np.concatenate([c.data for c in got], axis=1)
     assert np.isfinite(merged_data).mean() > 0.9  # the four streams overlap for most of the recording
+
+
+def test_streams_of_one_headband_share_a_worker() -> None:
+    from neuraflow.devices.ble import muse_devices
+
+    p = Pipeline("muse-live")
+    headband = p.source("muse", muse_devices("00:55:DA:B0:00:01"))
+    other = p.source("other", muse_devices("00:55:DA:B0:00:02", ["eeg"], stream_prefix="muse2"))
+    headband.to("raw", sinks.MemorySink())
+    other.to("raw")
+    plan = p.build()
+    assert {d.colocate for d in plan.nodes["muse"].devices} == {"ble:00:55:DA:B0:00:01"}
+    groups = partition_devices(plan, n_workers=2)
+    assert sorted(groups) == sorted([[("muse", i) for i in range(4)], [("other", 0)]])
