@@ -103,7 +103,13 @@ def us_to_datetime(us: int) -> datetime:
 
 
 def datetime_to_us(dt: datetime) -> int:
+    """Aware datetime -> integer microseconds since the epoch (exact)."""
     return (dt - _EPOCH) // timedelta(microseconds=1)
+
+
+def seconds_to_us(t_s: float) -> int:
+    """Seconds since the epoch -> integer microseconds, rounded to the nearest."""
+    return round(t_s * 1e6)
 
 
 def ts_literal(us: int) -> str:

@@ -24,36 +24,42 @@ against a server without the extension; they have not run on a TimescaleDB serve
 Loading: each flush COPYs the buffered chunks (psycopg 3, binary format) into a
 session-private staging table, then ``insert ... select ... on conflict do nothing``
 moves them into the chunk table, all in one transaction, so a flush is
-all-or-nothing and a re-sent chunk is stored once.
+all-or-nothing and a re-sent chunk is stored once. While no duplicate is
+suspected, the COPY goes straight into the chunk table instead.
+
+Code: this module buffers and flushes; engines and connection errors are in
+:mod:`neuraflow.sinks._timescale_db`, COPY rows in :mod:`neuraflow.sinks._timescale_copy`,
+native partitions and their retention in :mod:`neuraflow.sinks._timescale_partitions`,
+reads in :mod:`neuraflow.sinks._timescale_read` and SQL text in :mod:`neuraflow.sinks._sql`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-
-import numpy as np
 
 from neuraflow._validate import check_int, check_option, check_positive
 from neuraflow.chunk import Chunk, Event, StreamInfo
 from neuraflow.errors import PipelineDefinitionError, SinkError
 from neuraflow.sinks import _sql
 from neuraflow.sinks._sql import SqlNames
+from neuraflow.sinks._timescale_copy import ChunkRow, copy_chunks, copy_events, meta_json
+from neuraflow.sinks._timescale_db import (
+    choose_mode, is_connection_error, make_engine, read_cursor, safe_url, timescale_available,
+)  # fmt: skip
+from neuraflow.sinks._timescale_partitions import NativePartitions
+from neuraflow.sinks._timescale_read import chunks_from_rows, read_events, read_stream_info, select_chunk_rows
 
 __all__ = ["Timescale", "timescale_available"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-DETECT_SQL = "select count(*) from pg_available_extensions where name = 'timescaledb'"
-#: At most this many partitions are created by one flush; rows beyond go to the DEFAULT partition.
-MAX_NEW_PARTITIONS_PER_FLUSH = 256
 #: Partitions kept ready ahead of the wall clock (native mode).
 PARTITIONS_AHEAD = 2
 _MIN_US = _sql.datetime_to_us(_sql.us_to_datetime(0).replace(year=1))
@@ -61,105 +67,6 @@ _MAX_US = _sql.datetime_to_us(_sql.us_to_datetime(0).replace(year=9999))
 _MAX_RETRY_BACKOFF_S = 5.0
 
 
-# Helpers ---------------------------------------------------------------------------
-def _make_engine(url: str, application_name: str):
-    from sqlalchemy import create_engine
-
-    return create_engine(
-        url,
-        pool_pre_ping=True,  # a connection killed while idle is replaced at checkout
-        pool_size=2,
-        max_overflow=2,
-        connect_args={"application_name": application_name, "options": "-c timezone=UTC", "connect_timeout": 5},
-    )
-
-
-def _safe_url(url: str) -> str:
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - only used in messages
-        return "<invalid url>"
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    """The server or the network went away (retry later), as opposed to a bad statement or row."""
-    import psycopg
-    from sqlalchemy import exc as sa_exc
-
-    if isinstance(exc, sa_exc.DBAPIError):
-        return bool(exc.connection_invalidated) or isinstance(exc.orig, (psycopg.OperationalError, psycopg.InterfaceError))
-    if isinstance(exc, sa_exc.TimeoutError):  # pool exhausted
-        return True
-    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
-
-
-def timescale_available(engine: Any) -> bool:
-    """Whether the server behind ``engine`` (an SQLAlchemy engine or URL) can load TimescaleDB.
-
-    Runs ``select count(*) from pg_available_extensions where name = 'timescaledb'``.
-    """
-    from sqlalchemy import text
-
-    own = isinstance(engine, str)
-    if own:
-        engine = _make_engine(engine, "neuraflow-detect")
-    try:
-        with engine.connect() as conn:
-            return bool(conn.execute(text(DETECT_SQL)).scalar())
-    finally:
-        if own:
-            engine.dispose()
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, Mapping):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def _json(meta: Mapping[str, Any]) -> str | None:
-    """Metadata as JSON text (``None`` when empty); values JSON cannot hold are stored as text."""
-    if not meta:
-        return None
-    try:
-        return json.dumps(dict(meta), default=str, sort_keys=True, allow_nan=False)
-    except ValueError:  # nan/inf: jsonb has no such numbers
-        return json.dumps(_finite(dict(meta)), default=str, sort_keys=True)
-
-
-def _jsonb(meta: Mapping[str, Any], wrapper: Any) -> Any:
-    text = _json(meta)
-    return None if text is None else wrapper(text, dumps=str)  # already JSON text: dump it as is
-
-
-def _t_us(t_s: float) -> int:
-    return round(t_s * 1e6)
-
-
-def _parse_bound(expr: str) -> tuple[int, int] | None:
-    """``FOR VALUES FROM ('...') TO ('...')`` (session time zone UTC) -> (lo_us, hi_us); None for DEFAULT."""
-    from datetime import datetime
-
-    head, sep, tail = expr.partition("FROM ('")
-    if not sep:
-        return None
-    lo, sep, rest = tail.partition("') TO ('")
-    hi = rest.partition("')")[0]
-    if not sep or not hi:
-        return None
-    try:
-        return _sql.datetime_to_us(datetime.fromisoformat(lo)), _sql.datetime_to_us(datetime.fromisoformat(hi))
-    except ValueError:  # MINVALUE/MAXVALUE or an unexpected format: not one of ours
-        return None
-
-
-# The sink -----------------------------------------------------------------------------
 class Timescale:
     """Store chunks and events in PostgreSQL (the warm tier), TimescaleDB when available.
 
@@ -268,11 +175,11 @@ class Timescale:
         self._engine = None
         self.mode: str | None = None
         # (stream_id, seq) -> (chunk, t0 in us, meta JSON); insertion order = arrival order.
-        self._buffer: dict[tuple[str, int], tuple[Chunk, int, str | None]] = {}
+        self._buffer: dict[tuple[str, int], ChunkRow] = {}
         self._event_buffer: list[Event] = []
         self._infos: dict[str, StreamInfo] = {}  # stream descriptions seen, by id
         self._infos_stored: dict[str, StreamInfo] = {}  # ... and those already upserted
-        self._ranges: list[tuple[int, int]] = []  # native partitions [lo_us, hi_us), sorted
+        self._partitions = NativePartitions(self.names, self.chunk_interval_s, self._transaction)
         self._last_flush = time.monotonic()
         self._retry_at = 0.0
         self._backoff_s = 0.0
@@ -299,7 +206,7 @@ class Timescale:
         self._reset_runtime_state()
 
     def __repr__(self) -> str:
-        return f"Timescale(url={_safe_url(self.url)!r}, table={self.schema}.{self.table}, mode={self.mode!r})"
+        return f"Timescale(url={safe_url(self.url)!r}, table={self.schema}.{self.table}, mode={self.mode!r})"
 
     @property
     def qualified_table(self) -> str:
@@ -325,7 +232,7 @@ class Timescale:
         with self._lock:
             if self._engine is not None:
                 return
-            engine = _make_engine(self.url, self.application_name)
+            engine = make_engine(self.url, self.application_name)
 
             @event.listens_for(engine, "connect")
             def _count_connect(dbapi_conn, record):  # noqa: ARG001 - SQLAlchemy's signature
@@ -342,7 +249,7 @@ class Timescale:
                         if not (schema_exists and statement.startswith("create schema")):
                             cur.execute(statement)
                 if self.mode == "native":
-                    self._load_partitions()
+                    self._partitions.load()
                     self._maintain(time.time())
             except Exception as exc:
                 self._engine, self.mode = None, None
@@ -350,7 +257,7 @@ class Timescale:
                 if isinstance(exc, SinkError):
                     raise
                 raise SinkError(
-                    f"sinks.Timescale: cannot open table {self.qualified_table!r} at {_safe_url(self.url)}: "
+                    f"sinks.Timescale: cannot open table {self.qualified_table!r} at {safe_url(self.url)}: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
             self._last_flush = time.monotonic()
@@ -389,7 +296,8 @@ class Timescale:
         with self._lock:
             self._require_open()
             for e in events:
-                if not (isinstance(e.t_s, (int, float)) and math.isfinite(e.t_s) and _MIN_US <= _t_us(e.t_s) < _MAX_US):
+                finite = isinstance(e.t_s, (int, float)) and math.isfinite(e.t_s)
+                if not (finite and _MIN_US <= _sql.seconds_to_us(e.t_s) < _MAX_US):
                     raise SinkError(
                         f"sinks.Timescale: event {e.label!r} of {e.stream_id!r} has t_s={e.t_s!r}, not a finite "
                         "time in years 1-9999; events refused."
@@ -450,25 +358,8 @@ class Timescale:
             if self.mode != "native":
                 return []
             now_s = time.time() if now_s is None else float(now_s)
-            cutoff_us = _t_us(now_s - self.retention_s)
-            old = [(lo, hi) for lo, hi in self._ranges if hi <= cutoff_us]
-            dropped: list[str] = []
-            with self._transaction() as cur:
-                cur.execute(f"select pg_advisory_xact_lock(hashtext({self.names.lock_key}))")
-                cur.execute(_sql.list_partitions_sql(self.names))
-                live = dict(cur.fetchall())
-                for name, expr in live.items():
-                    bounds = _parse_bound(expr)
-                    if bounds is not None and bounds[1] <= cutoff_us:
-                        cur.execute(_sql.drop_partition_sql(self.names, name))
-                        dropped.append(name)
-                cutoff = _sql.ts_literal(cutoff_us)
-                cur.execute(f"delete from {self.names.q(self.names.default_partition_name)} where \"t0\" < {cutoff}")
-                cur.execute(f"delete from {self.names.events} where \"t\" < {cutoff}")
-            self._ranges = [r for r in self._ranges if r not in old]
+            dropped = self._partitions.drop_before(_sql.seconds_to_us(now_s - self.retention_s))
             self._stats["partitions_dropped"] += len(dropped)
-            if dropped:
-                self._load_partitions()
             return dropped
 
     def partitions(self) -> list[tuple[str, float, float]]:
@@ -477,10 +368,8 @@ class Timescale:
             self._require_open()
             if self.mode != "native":
                 return []
-            with self._transaction() as cur:
-                cur.execute(_sql.list_partitions_sql(self.names))
-                rows = cur.fetchall()
-        out = [(name, b[0] / 1e6, b[1] / 1e6) for name, expr in rows if (b := _parse_bound(expr)) is not None]
+            listing = self._partitions.listing()
+        out = [(name, b[0] / 1e6, b[1] / 1e6) for name, b in listing if b is not None]
         return sorted(out, key=lambda r: r[1])
 
     # Introspection and reading ----------------------------------------------------------
@@ -506,45 +395,12 @@ class Timescale:
         share one :class:`StreamInfo` per stream. Buffered, unflushed chunks are
         not included. Works on a closed sink too (opens a short-lived connection).
         """
-        where, params = ["\"stream_id\" = %s"], [stream_id]
-        if start_s is not None:
-            where.append("\"t0\" >= %s")
-            params.append(_sql.us_to_datetime(_t_us(start_s)))
-        if end_s is not None:
-            where.append("\"t0\" < %s")
-            params.append(_sql.us_to_datetime(_t_us(end_s)))
-        query = (
-            "select \"seq\", \"t0_s\", \"recv_s\", \"sfreq\", \"n_channels\", \"n_samples\", \"data\", \"meta\" "
-            f"from {self.names.samples} where {' and '.join(where)} order by \"seq\", \"t0\""
-        )
         with self._reader() as cur:
-            cur.execute(query, params)
-            rows = cur.fetchall()
+            rows = select_chunk_rows(cur, self.names, stream_id, start_s, end_s)
             if not rows:
                 return []
-            info = self._read_info(cur, stream_id)
-        out: list[Chunk] = []
-        last_seq = None
-        variants: dict[tuple[float, int], StreamInfo] = {}
-        for seq, t0_s, recv_s, sfreq, n_channels, n_samples, data, meta in rows:
-            if seq == last_seq:
-                continue  # the same seq stored with two t0 (never by this sink): keep the first
-            last_seq = seq
-            if len(data) != 4 * n_channels * n_samples:
-                raise SinkError(
-                    f"sinks.Timescale: row ({stream_id!r}, seq={seq}) of {self.qualified_table!r} holds "
-                    f"{len(data)} data bytes, expected float32 of shape ({n_channels}, {n_samples})."
-                )
-            samples = np.frombuffer(data, dtype="<f4").reshape(n_channels, n_samples)
-            row_info = info
-            if info is None or info.sfreq != sfreq or info.n_channels != n_channels:
-                row_info = variants.get((sfreq, n_channels))
-                if row_info is None:  # the stream description changed since: keep what the row says
-                    row_info = variants[(sfreq, n_channels)] = StreamInfo(
-                        stream_id, sfreq, tuple(f"ch{i}" for i in range(n_channels))
-                    )
-            out.append(Chunk(samples, t0_s, row_info, seq, recv_s, meta))
-        return out
+            info = read_stream_info(cur, self.names, stream_id)
+        return chunks_from_rows(self.names, stream_id, rows, info)
 
     def read_events(self, stream_id: str | None = None, start_s: float | None = None,
                     end_s: float | None = None) -> list[Event]:  # fmt: skip
@@ -552,37 +408,21 @@ class Timescale:
 
         A numeric value reads back as ``float``, any other as ``str``.
         """
-        where, params = ["true"], []
-        if stream_id is not None:
-            where.append("\"stream_id\" = %s")
-            params.append(stream_id)
-        if start_s is not None:
-            where.append("\"t\" >= %s")
-            params.append(_sql.us_to_datetime(_t_us(start_s)))
-        if end_s is not None:
-            where.append("\"t\" < %s")
-            params.append(_sql.us_to_datetime(_t_us(end_s)))
-        query = (
-            "select \"stream_id\", \"t_s\", \"label\", \"value\", \"value_num\", \"meta\" "
-            f"from {self.names.events} where {' and '.join(where)} order by \"t_s\""
-        )
         with self._reader() as cur:
-            cur.execute(query, params)
-            rows = cur.fetchall()
-        return [Event(sid, t_s, label, value if num is None else num, meta) for sid, t_s, label, value, num, meta in rows]
+            return read_events(cur, self.names, stream_id, start_s, end_s)
 
     def stream_info(self, stream_id: str) -> StreamInfo | None:
         """The stored description of ``stream_id`` (``None`` if never stored)."""
         with self._reader() as cur:
-            return self._read_info(cur, stream_id)
+            return read_stream_info(cur, self.names, stream_id)
 
     # Internals --------------------------------------------------------------------------
     def _require_open(self) -> None:
         if self._engine is None:
             raise SinkError(f"sinks.Timescale: table {self.qualified_table!r} is not open; call open() first.")
 
-    def _prepare(self, chunk: Chunk) -> tuple[Chunk, int, str | None]:
-        t0_us = _t_us(chunk.t0_s)
+    def _prepare(self, chunk: Chunk) -> ChunkRow:
+        t0_us = _sql.seconds_to_us(chunk.t0_s)
         if not _MIN_US <= t0_us < _MAX_US:
             raise SinkError(
                 f"sinks.Timescale: chunk ({chunk.info.stream_id!r}, seq={chunk.seq}) has t0_s={chunk.t0_s!r}, "
@@ -590,7 +430,7 @@ class Timescale:
             )
         if "\x00" in chunk.info.stream_id:
             raise SinkError(f"sinks.Timescale: stream_id {chunk.info.stream_id!r} holds a NUL byte; batch refused.")
-        return chunk, t0_us, _json(chunk.meta)
+        return chunk, t0_us, meta_json(chunk.meta)
 
     def _due(self, size_due: bool) -> bool:
         now = time.monotonic()
@@ -621,7 +461,7 @@ class Timescale:
         try:
             self._flush()
         except SinkError as exc:
-            if exc.__cause__ is not None and _is_connection_error(exc.__cause__):
+            if exc.__cause__ is not None and is_connection_error(exc.__cause__):
                 return False  # kept buffered; retried after the back-off
             raise
         return True
@@ -639,7 +479,7 @@ class Timescale:
             for mark in self._on_commit:
                 fairy.info[mark] = True
         except BaseException as exc:
-            if _is_connection_error(exc) or pg.broken or pg.closed:
+            if is_connection_error(exc) or pg.broken or pg.closed:
                 fairy.invalidate(exc if isinstance(exc, Exception) else None)
             else:
                 try:
@@ -650,128 +490,25 @@ class Timescale:
         finally:
             fairy.close()
 
-    @contextmanager
-    def _reader(self) -> Iterator[Any]:
+    def _reader(self):
         """A binary cursor for reads, on the sink's engine or (sink closed) a short-lived one."""
-        engine = self._engine
-        own = engine is None
-        if own:
-            engine = _make_engine(self.url, self.application_name)
-        try:
-            fairy = engine.raw_connection()
-            try:
-                pg = fairy.driver_connection
-                with pg.cursor(binary=True) as cur:
-                    yield cur
-                pg.rollback()
-            finally:
-                fairy.close()
-        except SinkError:
-            raise
-        except Exception as exc:
-            raise SinkError(
-                f"sinks.Timescale: reading table {self.qualified_table!r} failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        finally:
-            if own:
-                engine.dispose()
-
-    def _read_info(self, cur: Any, stream_id: str) -> StreamInfo | None:
-        cur.execute(
-            f"select \"sfreq\", \"channels\", \"ch_types\", \"units\", \"meta\" from {self.names.streams} "
-            "where \"stream_id\" = %s",
-            [stream_id],
-        )
-        row = cur.fetchone()
-        if row is None:
-            return None
-        sfreq, channels, ch_types, units, meta = row
-        return StreamInfo(stream_id, sfreq, tuple(channels), tuple(ch_types), tuple(units), meta)
+        return read_cursor(self._engine, self.url, self.application_name, self.qualified_table)
 
     def _pick_mode(self) -> str:
         available = timescale_available(self._engine)
         with self._transaction() as cur:
             cur.execute(_sql.relkind_sql(), [self.schema, self.table])
             row = cur.fetchone()
-        relkind = row[0] if row else None
-        if self.force_mode == "timescale" and not available:
-            raise SinkError(
-                f"sinks.Timescale: force_mode='timescale' but the PostgreSQL server at {_safe_url(self.url)} "
-                "has no 'timescaledb' extension (absent from pg_available_extensions); install TimescaleDB "
-                "or use force_mode='native' (or None to detect)."
-            )
-        mode = self.force_mode or ("native" if relkind == "p" or not available else "timescale")
-        if relkind == "p" and mode != "native":
-            raise SinkError(
-                f"sinks.Timescale: table {self.qualified_table!r} exists natively partitioned; "
-                "it cannot become a hypertable: use force_mode='native' or another table."
-            )
-        if relkind is not None and relkind != "p" and mode == "native":
-            raise SinkError(
-                f"sinks.Timescale: table {self.qualified_table!r} exists and is not partitioned by time "
-                f"(relkind {relkind!r}: a hypertable or a plain table); use force_mode='timescale' or another table."
-            )
+        mode = choose_mode(available, row[0] if row else None, self.force_mode, self.qualified_table, self.url)
         log.info("sinks.Timescale: table %s in %s mode (timescaledb available: %s)", self.qualified_table, mode, available)
         return mode
-
-    # Native partitions ------------------------------------------------------------------------
-    def _load_partitions(self) -> None:
-        with self._transaction() as cur:
-            cur.execute(_sql.list_partitions_sql(self.names))
-            rows = cur.fetchall()
-        self._ranges = sorted(b for _, expr in rows if (b := _parse_bound(expr)) is not None)
-
-    def _plan(self, times_us: Sequence[int]) -> list[tuple[int, int]]:
-        """New partitions ``[lo, hi)`` needed for ``times_us``: aligned to ``chunk_interval_s``, clipped
-        to the gaps between existing ones (which may have another width), at most
-        ``MAX_NEW_PARTITIONS_PER_FLUSH`` (rows beyond go to DEFAULT until a later flush)."""
-        from bisect import bisect_left, bisect_right
-
-        step = self.chunk_interval_s * 1_000_000
-        times = np.asarray(times_us, np.int64)
-        ranges = self._ranges
-        out: set[tuple[int, int]] = set()
-        for s in np.unique(times - times % step).tolist():
-            e = s + step
-            j = bisect_left(ranges, (e,))  # ranges[:j] start before e
-            overlapping = []
-            while j > 0 and ranges[j - 1][1] > s:
-                j -= 1
-                overlapping.append(ranges[j])
-            if not overlapping:
-                out.add((s, e))
-                continue
-            if (s, e) in overlapping:
-                continue
-            for x in times[(times >= s) & (times < e)].tolist():  # rare: partitions of another width
-                i = bisect_right(ranges, (x, math.inf))
-                if i > 0 and ranges[i - 1][1] > x:
-                    continue  # covered
-                lo = max(s, ranges[i - 1][1]) if i > 0 else s
-                hi = min(e, ranges[i][0]) if i < len(ranges) else e
-                out.add((lo, hi))
-        return sorted(out)[:MAX_NEW_PARTITIONS_PER_FLUSH]
-
-    def _ensure_partitions(self, times_us: Sequence[int]) -> None:
-        planned = self._plan(times_us)
-        if not planned:
-            return
-        created = 0
-        with self._transaction() as cur:
-            cur.execute(f"select pg_advisory_xact_lock(hashtext({self.names.lock_key}))")
-            for lo, hi in planned:
-                cur.execute(_sql.default_has_rows_sql(self.names, lo, hi))
-                if cur.fetchone()[0]:  # rows already in DEFAULT there: a partition would fail to attach
-                    continue
-                cur.execute(_sql.partition_ddl(self.names, lo, hi))
-                created += 1
-        self._stats["partitions_created"] += created
-        self._load_partitions()
 
     def _maintain(self, now_s: float) -> None:
         """Partitions ahead of the wall clock and retention, at most once per ``chunk_interval_s``."""
         step = self.chunk_interval_s
-        self._ensure_partitions([_t_us(now_s + k * step) for k in range(PARTITIONS_AHEAD + 1)])
+        self._stats["partitions_created"] += self._partitions.ensure(
+            [_sql.seconds_to_us(now_s + k * step) for k in range(PARTITIONS_AHEAD + 1)]
+        )
         self.apply_retention(now_s)
         self._next_maintenance = time.monotonic() + min(step, 3600)
 
@@ -787,17 +524,18 @@ class Timescale:
         infos = {sid: info for sid, info in self._infos.items() if self._infos_stored.get(sid) != info}
         try:
             if self.mode == "native" and entries:
-                self._ensure_partitions([t0_us for _, t0_us, _ in entries])
+                self._stats["partitions_created"] += self._partitions.ensure([t0_us for _, t0_us, _ in entries])
             with self._transaction() as cur:
                 inserted = self._load_chunks(cur, entries) if entries else 0
                 for sid, info in infos.items():
                     cur.execute(_sql.upsert_streams_sql(self.names), [
-                        sid, info.sfreq, list(info.channels), list(info.ch_types), list(info.units), _json(info.meta),
+                        sid, info.sfreq, list(info.channels), list(info.ch_types), list(info.units),
+                        meta_json(info.meta),
                     ])  # fmt: skip
                 if self._event_buffer:
-                    self._load_events(cur, self._event_buffer)
+                    copy_events(cur, self.names, self._event_buffer)
         except Exception as exc:
-            connection = _is_connection_error(exc)
+            connection = is_connection_error(exc)
             self._stats["failed_flushes"] += 1
             self._stats["connection_errors"] += int(connection)
             self._stats["last_error"] = f"{type(exc).__name__}: {exc}".strip()
@@ -828,7 +566,7 @@ class Timescale:
                 self._stats["last_error"] = f"maintenance: {type(exc).__name__}: {exc}"
                 log.warning("sinks.Timescale: maintenance of %s failed: %s", self.qualified_table, exc)
 
-    def _load_chunks(self, cur: Any, entries: list[tuple[Chunk, int, str | None]]) -> int:
+    def _load_chunks(self, cur: Any, entries: list[ChunkRow]) -> int:
         """Store ``entries``; return how many rows were new.
 
         Fast path: COPY straight into the chunk table inside a savepoint. If a row
@@ -842,7 +580,7 @@ class Timescale:
         if not self._suspect_duplicates:
             cur.execute("savepoint nf_direct")
             try:
-                self._copy_rows(cur, _sql.copy_direct_sql(self.names), entries)
+                copy_chunks(cur, _sql.copy_direct_sql(self.names), entries)
             except psycopg.errors.UniqueViolation:
                 cur.execute("rollback to savepoint nf_direct")
                 self._stats["upsert_fallbacks"] += 1
@@ -854,33 +592,6 @@ class Timescale:
             for statement in _sql.stage_ddl(self.names):
                 cur.execute(statement)
             self._on_commit.append(stage)
-        self._copy_rows(cur, _sql.copy_stage_sql(self.names), entries)
+        copy_chunks(cur, _sql.copy_stage_sql(self.names), entries)
         cur.execute(_sql.insert_from_stage_sql(self.names))
         return cur.rowcount
-
-    @staticmethod
-    def _copy_rows(cur: Any, statement: str, entries: list[tuple[Chunk, int, str | None]]) -> None:
-        from psycopg.types.json import Jsonb
-
-        little = np.little_endian
-        to_dt = _sql.us_to_datetime
-        with cur.copy(statement) as copy:
-            copy.set_types([kind for _, kind in _sql.STAGE_COLUMNS])
-            write = copy.write_row
-            for chunk, t0_us, meta in entries:
-                data = chunk.data if little else chunk.data.astype("<f4")
-                shape = data.shape
-                write((chunk.info.stream_id, chunk.seq, to_dt(t0_us), chunk.t0_s, chunk.recv_s, chunk.info.sfreq,
-                       shape[0], shape[1], data.tobytes(), None if meta is None else Jsonb(meta, dumps=str)))  # fmt: skip
-
-    def _load_events(self, cur: Any, events: list[Event]) -> None:
-        from psycopg.types.json import Jsonb
-
-        with cur.copy(_sql.copy_events_sql(self.names)) as copy:
-            copy.set_types(list(_sql.EVENT_COPY_TYPES))
-            for e in events:
-                t_us = _t_us(e.t_s)
-                numeric = isinstance(e.value, (int, float, np.number)) and not isinstance(e.value, bool)
-                value = repr(float(e.value)) if numeric else str(e.value)
-                copy.write_row((e.stream_id, _sql.us_to_datetime(t_us), float(e.t_s), str(e.label), value,
-                                float(e.value) if numeric else None, _jsonb(e.meta, Jsonb)))  # fmt: skip
