@@ -275,13 +275,15 @@ class Timescale:
             self._require_open()
             accepted = [self._prepare(c) for c in chunks]  # validate the whole batch before keeping any
             duplicates = 0
+            tried_flush = False  # one forced flush per batch: an outage must not cost a connection try per chunk
             for chunk, t0_us, meta in accepted:
                 key = (chunk.info.stream_id, chunk.seq)
                 if key in self._buffer:
                     duplicates += 1
                     continue
                 if len(self._buffer) >= self.max_buffer_chunks:
-                    self._make_room()
+                    self._make_room(flush=not tried_flush)
+                    tried_flush = True
                 self._buffer[key] = (chunk, t0_us, meta)
                 info = self._infos.get(key[0])
                 if info is None or (info is not chunk.info and info != chunk.info):
@@ -445,8 +447,9 @@ class Timescale:
             f"({self._stats['last_error']}); batch refused, re-send it later."
         )
 
-    def _make_room(self) -> None:
-        self._try_flush(force=True)
+    def _make_room(self, *, flush: bool) -> None:
+        if flush:
+            self._try_flush(force=True)
         if len(self._buffer) < self.max_buffer_chunks:
             return
         if self.on_full == "raise":

@@ -394,8 +394,10 @@ def test_outage_buffers_with_bounded_memory(make_sink, outage_role, schema, on_f
             sink.write_batch(chunks[350:400])
         assert sink.stats()["buffered"] == 300
     else:
+        errors = sink.stats()["connection_errors"]
         sink.write_batch(chunks[350:400])
         assert sink.stats()["buffered"] == 300 and sink.stats()["dropped"] == 50
+        assert sink.stats()["connection_errors"] - errors <= 1  # one flush try per batch, not one per chunk
     _outage(outage_role, down=False)
     sink.write_batch(chunks[350:500])
     sink.flush()
