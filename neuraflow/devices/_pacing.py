@@ -21,7 +21,7 @@ import numpy as np
 
 from neuraflow._validate import check_int
 from neuraflow.chunk import Chunk, Event, StreamInfo
-from neuraflow.devices.base import DeviceBase
+from neuraflow.devices.base import QueuedEventsDevice
 from neuraflow.errors import DeviceError, EndOfStream, PipelineDefinitionError
 
 
@@ -63,7 +63,7 @@ def check_start_s(where: str, start_s: float | None) -> float | None:
     return start_s
 
 
-class _ArrayPlayback(DeviceBase):
+class _ArrayPlayback(QueuedEventsDevice):
     """Serve a recording loaded into memory in chunks, paced in real time or at full speed.
 
     Subclasses provide ``_load_header() -> dict`` (keys ``info``, ``n_times``,
@@ -220,11 +220,6 @@ class _ArrayPlayback(DeviceBase):
             self._events.append(Event(stream_id, self._origin + t_rel, label, value, meta))
             i += 1
         self._next_event = i
-
-    def drain_events(self) -> list[Event]:
-        """Return and forget the events passed since the last call."""
-        events, self._events = self._events, []
-        return events
 
     def next_ready_s(self) -> float | None:
         """Wall-clock time the next chunk is due; ``0.0`` when not realtime; ``None`` before open / at the end."""

@@ -85,3 +85,14 @@ class DeviceBase:
 
     def close(self) -> None:  # pragma: no cover - trivial default
         return None
+
+
+class QueuedEventsDevice(DeviceBase):
+    """:class:`DeviceBase` for a device that queues its events in ``self._events`` while it reads."""
+
+    _events: list[Event]
+
+    def drain_events(self) -> list[Event]:
+        """Return and forget the events queued since the last call."""
+        events, self._events = self._events, []
+        return events

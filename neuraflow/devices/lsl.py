@@ -28,7 +28,7 @@ import numpy as np
 
 from neuraflow._validate import check_int, check_positive
 from neuraflow.chunk import Chunk, Event, StreamInfo
-from neuraflow.devices.base import DeviceBase
+from neuraflow.devices.base import QueuedEventsDevice
 from neuraflow.errors import DeviceError, PipelineDefinitionError
 
 __all__ = ["LSLInlet", "LSLMarkerInlet", "marker_event_fields"]
@@ -134,7 +134,7 @@ def _close_inlet(inlet: Any) -> None:
     except Exception:  # noqa: BLE001 - see docstring
         pass
 
-class _LSLBase(DeviceBase):
+class _LSLBase(QueuedEventsDevice):
     """What both inlets share: configuration, resolving, the LSL-to-Unix clock offset."""
 
     blocking = True
@@ -171,6 +171,22 @@ class _LSLBase(DeviceBase):
             f"({_describe_selector(self.name, self.type, self.source_id)}) "
             f"was lost: {exc}; reopen to resolve it again."
         )
+
+    def _pull_chunk(self, timeout_s: float, max_samples: int, **kwargs: Any) -> tuple[Any, Any]:
+        """``inlet.pull_chunk`` waiting up to ``timeout_s`` for the first sample; lost outlet -> DeviceError."""
+        inlet = self._inlet_obj
+        if inlet is None:
+            raise DeviceError(f"{self._where} {self.stream_id!r}: read() before open().")
+        try:
+            return inlet.pull_chunk(timeout=max(0.0, timeout_s), max_samples=max_samples, min_samples=1, **kwargs)
+        except Exception as exc:
+            raise self._lost(exc) from exc
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The inlet and pending events belong to this process; a copy reopens.
+        state = dict(self.__dict__)
+        state.update(_inlet_obj=None, _events=[])
+        return state
 
 
 class LSLMarkerInlet(_LSLBase):
@@ -222,12 +238,6 @@ class LSLMarkerInlet(_LSLBase):
         self._events: list[Event] = []
         self._clock_offset_s = 0.0
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_inlet_obj"] = None
-        state["_events"] = []
-        return state
-
     def open(self) -> None:
         """Resolve the marker stream and open an inlet (no dejittering: markers are irregular)."""
         self.close()
@@ -242,13 +252,7 @@ class LSLMarkerInlet(_LSLBase):
         DeviceError
             If the inlet is not open or the outlet was lost.
         """
-        inlet = self._inlet_obj
-        if inlet is None:
-            raise DeviceError(f"{self._where} {self.stream_id!r}: read() before open().")
-        try:
-            samples, stamps = inlet.pull_chunk(timeout=max(0.0, timeout_s), max_samples=1024, min_samples=1)
-        except Exception as exc:
-            raise self._lost(exc) from exc
+        samples, stamps = self._pull_chunk(timeout_s, 1024)
         for values, t in zip(samples or [], stamps or []):
             label, value, meta = marker_event_fields(values)
             self._events.append(Event(self.stream_id, float(t) + self._clock_offset_s, label, value, meta))
@@ -258,11 +262,6 @@ class LSLMarkerInlet(_LSLBase):
         """Pull markers into :meth:`drain_events`; always returns ``None`` (no samples)."""
         self.pull(timeout_s)
         return None
-
-    def drain_events(self) -> list[Event]:
-        """Return and forget the markers pulled since the last call."""
-        events, self._events = self._events, []
-        return events
 
     def close(self) -> None:
         """Close the inlet. Idempotent."""
@@ -372,11 +371,6 @@ class LSLInlet(_LSLBase):
         self._clock_offset_s = 0.0
         self._events: list[Event] = []
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.update(_inlet_obj=None, _events=[])
-        return state
-
     # ------------------------------------------------------------------ info
     def _info_from(self, lsl_info: Any) -> tuple[StreamInfo, np.ndarray]:
         """StreamInfo and per-channel scales of a resolved stream, checked against the expectation."""
@@ -478,14 +472,7 @@ class LSLInlet(_LSLBase):
         DeviceError
             If the device is not open or the outlet was lost.
         """
-        inlet = self._inlet_obj
-        if inlet is None:
-            raise DeviceError(f"{self._where} {self.stream_id!r}: read() before open().")
-        try:
-            samples, stamps = inlet.pull_chunk(timeout=max(0.0, timeout_s), max_samples=self.chunk_max_samples,
-                                               min_samples=1, as_numpy=True)
-        except Exception as exc:
-            raise self._lost(exc) from exc
+        samples, stamps = self._pull_chunk(timeout_s, self.chunk_max_samples, as_numpy=True)
         if self.markers is not None:
             self.markers.pull(0.0)
             self._events.extend(self.markers.drain_events())
@@ -497,11 +484,6 @@ class LSLInlet(_LSLBase):
             data = data * self._scales
         return Chunk(data, float(stamps[0]) + self._clock_offset_s, self._info, recv_s=now,
                      meta={"lsl_t0": float(stamps[0])})
-
-    def drain_events(self) -> list[Event]:
-        """Return and forget the markers (from ``markers=``) pulled since the last call."""
-        events, self._events = self._events, []
-        return events
 
     def close(self) -> None:
         """Close the inlet (and the marker inlet). Idempotent."""

@@ -23,7 +23,7 @@ import numpy as np
 
 from neuraflow._validate import check_int, check_option, check_positive
 from neuraflow.chunk import Chunk, Event, StreamInfo
-from neuraflow.devices.base import DeviceBase
+from neuraflow.devices.base import QueuedEventsDevice
 from neuraflow.errors import DeviceError, PipelineDefinitionError
 
 _WHERE = "devices.TcpFrameDevice"
@@ -126,7 +126,7 @@ class FrameFormat:
         return counters, values
 
 
-class TcpFrameDevice(DeviceBase):
+class TcpFrameDevice(QueuedEventsDevice):
     """A device reading :class:`FrameFormat` frames from a TCP server or UDP datagrams.
 
     Parameters
@@ -229,10 +229,6 @@ class TcpFrameDevice(DeviceBase):
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
-
-    def drain_events(self) -> list[Event]:
-        events, self._events = self._events, []
-        return events
 
     def read(self, timeout_s: float) -> Chunk | None:
         """Return the next chunk, or ``None`` if none completed within ``timeout_s``.

@@ -26,11 +26,8 @@ import numpy as np
 from neuraflow._validate import check_positive
 from neuraflow.chunk import Chunk, Event, StreamInfo
 from neuraflow.errors import PipelineDefinitionError, StreamMismatchError
+from neuraflow.ops._blocks import append_block, drop_blocks_before, gather
 from neuraflow.ops.base import OpSpec, check_same_stream
-
-#: Input blocks held before they are merged into one (copy amortised over this many chunks).
-_MAX_PIECES = 8
-
 
 @dataclass(frozen=True)
 class EpochLayout:
@@ -174,18 +171,6 @@ def _markers(chunk: Chunk, labels: frozenset[str] | None) -> list[tuple[float, s
     return out
 
 
-def _gather(pieces: tuple[np.ndarray, ...], base: int, start: int, end: int) -> np.ndarray:
-    """Samples ``[start, end)`` of the blocks ``pieces`` whose first sample has index ``base``."""
-    parts = []
-    offset = base
-    for piece in pieces:
-        lo, hi = max(start, offset), min(end, offset + piece.shape[1])
-        if lo < hi:
-            parts.append(piece[:, lo - offset : hi - offset])
-        offset += piece.shape[1]
-    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-
-
 def _step(state: EpochState, chunk: Chunk, *, labels: frozenset[str] | None) -> tuple[EpochState, list[Chunk]]:
     check_same_stream("ops.epochs", chunk, sfreq=state.layout.out_info.sfreq, n_channels=state.n_channels)
     markers = _markers(chunk, labels)
@@ -201,11 +186,7 @@ def _step(state: EpochState, chunk: Chunk, *, labels: frozenset[str] | None) -> 
     pending.sort(key=lambda p: p[0])
     total = state.n_seen + n_new
     base = state.n_seen - state.held
-    pieces = (*state.pieces, chunk.data) if n_new else state.pieces
-    if len(pieces) > _MAX_PIECES:  # bound the gather overhead: one copy every _MAX_PIECES chunks
-        merged = np.concatenate(pieces, axis=1)
-        merged.flags.writeable = False
-        pieces = (merged,)
+    pieces = append_block(state.pieces, chunk.data) if n_new else state.pieces
     outputs: list[Chunk] = []
     n_emitted, n_rejected, n_missed = state.n_emitted, state.n_rejected, state.n_missed
     waiting = []
@@ -216,7 +197,7 @@ def _step(state: EpochState, chunk: Chunk, *, labels: frozenset[str] | None) -> 
         if start + lay.n_times > total:
             waiting.append((start, t_s, label))
             continue
-        epoch = _gather(pieces, base, start, start + lay.n_times).astype(np.float64)
+        epoch = gather(pieces, base, start, start + lay.n_times).astype(np.float64)
         if lay.baseline is not None:
             imin, imax = lay.baseline
             epoch -= epoch[:, imin:imax].mean(axis=1, keepdims=True)
@@ -239,11 +220,7 @@ def _step(state: EpochState, chunk: Chunk, *, labels: frozenset[str] | None) -> 
     keep_from = total - lay.lookback
     if waiting:
         keep_from = min(keep_from, waiting[0][0])
-    held = state.held + n_new
-    while pieces and base + pieces[0].shape[1] <= keep_from:
-        base += pieces[0].shape[1]
-        held -= pieces[0].shape[1]
-        pieces = pieces[1:]
+    pieces, base, held = drop_blocks_before(pieces, base, state.held + n_new, keep_from)
     if pieces and base < keep_from:  # drop the older part of the first block (a view, no copy)
         cut = keep_from - base
         pieces = (pieces[0][:, cut:], *pieces[1:])

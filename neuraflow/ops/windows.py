@@ -17,6 +17,7 @@ import numpy as np
 
 from neuraflow._validate import check_positive
 from neuraflow.chunk import Chunk, StreamInfo
+from neuraflow.ops._blocks import append_block, drop_blocks_before, gather
 from neuraflow.ops.base import OpSpec, check_same_stream
 
 
@@ -66,10 +67,6 @@ class WindowState:
         return np.concatenate(self.pieces, axis=1)
 
 
-#: Input blocks held before they are merged into one (copy amortised over this many chunks).
-_MAX_PIECES = 8
-
-
 def _sizes(length_s: float, step_s: float, sfreq: float) -> tuple[int, int]:
     n_win = round(length_s * sfreq)
     hop = round(step_s * sfreq)
@@ -96,32 +93,14 @@ def _init(first: Chunk, *, length_s: float, step_s: float) -> WindowState:
     )
 
 
-def _gather(pieces: tuple[np.ndarray, ...], base: int, start: int, end: int) -> np.ndarray:
-    """Samples ``[start, end)`` of the blocks ``pieces`` whose first sample has index ``base``."""
-    parts = []
-    offset = base
-    for piece in pieces:
-        lo, hi = max(start, offset), min(end, offset + piece.shape[1])
-        if lo < hi:
-            parts.append(piece[:, lo - offset : hi - offset])
-        offset += piece.shape[1]
-    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-
-
 def _step(state: WindowState, chunk: Chunk, *, length_s: float, step_s: float) -> tuple[WindowState, list[Chunk]]:
     check_same_stream("ops.sliding_window", chunk, sfreq=state.out_info.sfreq, n_channels=state.n_channels)
     n_new = chunk.n_samples
     if n_new == 0:
         return state, []
     total = state.n_seen + n_new
-    pieces = (*state.pieces, chunk.data)
+    pieces = append_block(state.pieces, chunk.data)
     base = state.n_seen - state.held
-    if len(pieces) > _MAX_PIECES:
-        # bound the per-window gather overhead: merge small blocks now and then
-        # (one copy of the held samples every _MAX_PIECES chunks, amortised)
-        merged = np.concatenate(pieces, axis=1)
-        merged.flags.writeable = False
-        pieces = (merged,)
     sfreq = chunk.sfreq
     meta = {**chunk.meta, "window_s": length_s, "hop_s": step_s}
     outputs: list[Chunk] = []
@@ -130,7 +109,7 @@ def _step(state: WindowState, chunk: Chunk, *, length_s: float, step_s: float) -
         start = end - state.n_win
         outputs.append(
             Chunk(
-                _gather(pieces, base, start, end),
+                gather(pieces, base, start, end),
                 # timestamps come from the current chunk's clock (dejittered by the device)
                 chunk.t0_s + (start - state.n_seen) / sfreq,
                 state.out_info,
@@ -142,11 +121,7 @@ def _step(state: WindowState, chunk: Chunk, *, length_s: float, step_s: float) -
         end += state.hop
     # keep only the blocks that the next window (starting at end - n_win) still needs
     keep_from = max(end - state.n_win, base)
-    held = state.held + n_new
-    while pieces and base + pieces[0].shape[1] <= keep_from:
-        base += pieces[0].shape[1]
-        held -= pieces[0].shape[1]
-        pieces = pieces[1:]
+    pieces, base, held = drop_blocks_before(pieces, base, state.held + n_new, keep_from)
     new_state = WindowState(
         pieces=pieces, held=held, n_seen=total, next_end=end, n_win=state.n_win, hop=state.hop,
         n_channels=state.n_channels, out_info=state.out_info,

@@ -13,7 +13,6 @@ the live route of running pipelines (declared first in :func:`~neuraflow.serve.a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -22,7 +21,8 @@ from fastapi import FastAPI, HTTPException, Query, Response
 from neuraflow.config import NeuraflowSettings
 from neuraflow.errors import SinkError
 from neuraflow.serve._json import finite
-from neuraflow.storage.query import QueryEngine, QueryError, QueryResult, UnknownStreamError
+from neuraflow.serve._stored import LazyQueryEngine, check_span, stored_errors_as_http
+from neuraflow.storage.query import QueryResult
 from neuraflow.storage.tiers import Tier, tiers_from_settings
 
 __all__ = ["register_data_routes", "result_to_arrow_ipc", "result_to_json"]
@@ -72,13 +72,7 @@ def _channels(text: str | None) -> list[str] | None:
 
 
 def _span(start: float, end: float) -> None:
-    if not (math.isfinite(start) and math.isfinite(end)):
-        raise HTTPException(422, detail=f"start={start!r} and end={end!r} must be finite (s since epoch).")
-    if not start < end:
-        raise HTTPException(422, detail=f"start={start!r} must be < end={end!r}.")
-    if end - start > MAX_SPAN_S:
-        raise HTTPException(422, detail=f"end - start = {end - start:.0f} s exceeds {MAX_SPAN_S:.0f} s; "
-                                        "split the request.")  # fmt: skip
+    check_span(start, end, max_span_s=MAX_SPAN_S, too_long_status=422, hint="split the request")
 
 
 def register_data_routes(app: FastAPI, settings: NeuraflowSettings, *, tiers: Sequence[Tier] | None = None) -> None:
@@ -94,12 +88,7 @@ def register_data_routes(app: FastAPI, settings: NeuraflowSettings, *, tiers: Se
     tiers : sequence of Tier or None
         Use these tiers instead (fastest first).
     """
-    state: dict[str, QueryEngine] = {}
-
-    def engine() -> QueryEngine:
-        if "engine" not in state:
-            state["engine"] = QueryEngine(list(tiers) if tiers is not None else tiers_from_settings(settings.storage))
-        return state["engine"]
+    engine = LazyQueryEngine(lambda: list(tiers) if tiers is not None else tiers_from_settings(settings.storage))
 
     @app.get("/streams/{stream_id:path}/data", summary="Stored samples of a stream, across tiers")
     def data(
@@ -111,14 +100,8 @@ def register_data_routes(app: FastAPI, settings: NeuraflowSettings, *, tiers: Se
     ) -> Any:
         _span(start, end)
         picks = _channels(channels)
-        try:
+        with stored_errors_as_http():
             res = engine().query(stream_id, start, end, picks)
-        except UnknownStreamError as exc:
-            raise HTTPException(404, detail=str(exc)) from None
-        except QueryError as exc:
-            raise HTTPException(422, detail=str(exc)) from None
-        except SinkError as exc:
-            raise HTTPException(503, detail=str(exc)) from None
         headers = {"X-Stream-Id": stream_id, "X-N-Samples": str(res.n_samples), "X-N-Gaps": str(len(res.gaps))}
         if format == "arrow":
             return Response(result_to_arrow_ipc(res), media_type=ARROW_STREAM, headers=headers)

@@ -13,7 +13,6 @@ which reads in blocks and shows progress. Unknown stream: 404; bad span, channel
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -26,9 +25,8 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from neuraflow.config import NeuraflowSettings
-from neuraflow.errors import SinkError
+from neuraflow.serve._stored import LazyQueryEngine, check_span, stored_errors_as_http
 from neuraflow.storage.export import MEDIA_TYPES, SUFFIXES, ExportError, export_stream, zip_folder
-from neuraflow.storage.query import QueryEngine, QueryError, UnknownStreamError
 from neuraflow.storage.tiers import Tier, tiers_from_settings
 
 __all__ = ["MAX_EXPORT_S", "ExportRequest", "register_export_routes"]
@@ -67,47 +65,29 @@ def register_export_routes(app: FastAPI, settings: NeuraflowSettings, *, tiers: 
     tiers : sequence of Tier or None
         Use these tiers instead (fastest first).
     """
-    state: dict[str, QueryEngine] = {}
-
-    def engine() -> QueryEngine:
-        if "engine" not in state:
-            state["engine"] = QueryEngine(list(tiers) if tiers is not None else tiers_from_settings(settings.storage))
-        return state["engine"]
+    engine = LazyQueryEngine(lambda: list(tiers) if tiers is not None else tiers_from_settings(settings.storage))
 
     @app.post("/streams/{stream_id:path}/export", summary="Export a span of a stored stream as a file",
               response_class=FileResponse,
               responses={413: {"description": f"span longer than {MAX_EXPORT_S:.0f} s"}})  # fmt: skip
     def export_route(stream_id: str, request: ExportRequest) -> FileResponse:
         start, end = request.start, request.end
-        if not (math.isfinite(start) and math.isfinite(end)):
-            raise HTTPException(422, detail=f"start={start!r} and end={end!r} must be finite (s since epoch).")
-        if not start < end:
-            raise HTTPException(422, detail=f"start={start!r} must be < end={end!r}.")
-        if end - start > MAX_EXPORT_S:
-            raise HTTPException(413, detail=f"end - start = {end - start:.0f} s exceeds {MAX_EXPORT_S:.0f} s; "
-                                            "split the span or use `neuraflow export`.")  # fmt: skip
+        check_span(start, end, max_span_s=MAX_EXPORT_S, too_long_status=413,
+                   hint="split the span or use `neuraflow export`")
         folder = Path(tempfile.mkdtemp(prefix="neuraflow-export-"))
         name = _safe_name(stream_id)
         target = folder / (f"{name}_bids" if request.format == "bids" else f"{name}{SUFFIXES[request.format]}")
         try:
-            eng = engine()
-            if not eng.has_stream(stream_id):
-                raise HTTPException(404, detail=f"no tier holds stream {stream_id!r}.")
-            written = export_stream(eng, stream_id, start, end, target, format=request.format,
-                                    channels=request.channels, with_events=request.events, block_s=600.0,
-                                    subject=request.subject, session=request.session, task=request.task,
-                                    run=request.run)  # fmt: skip
-            if request.format == "bids":
-                written = zip_folder(written, folder / f"{name}_bids.zip")
-        except UnknownStreamError as exc:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise HTTPException(404, detail=str(exc)) from None
-        except (QueryError, ExportError) as exc:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise HTTPException(422, detail=str(exc)) from None
-        except SinkError as exc:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise HTTPException(503, detail=str(exc)) from None
+            with stored_errors_as_http(ExportError):
+                eng = engine()
+                if not eng.has_stream(stream_id):
+                    raise HTTPException(404, detail=f"no tier holds stream {stream_id!r}.")
+                written = export_stream(eng, stream_id, start, end, target, format=request.format,
+                                        channels=request.channels, with_events=request.events, block_s=600.0,
+                                        subject=request.subject, session=request.session, task=request.task,
+                                        run=request.run)  # fmt: skip
+                if request.format == "bids":
+                    written = zip_folder(written, folder / f"{name}_bids.zip")
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise

@@ -31,6 +31,24 @@ def _select_events(
     ]
 
 
+class _LockedSink:
+    """Holds ``self._lock`` and pickles without it (a new lock after unpickling).
+
+    The sink travels inside the plan to its actor; a lock does not pickle.
+    """
+
+    _lock: threading.Lock
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
 @dataclass(slots=True)
 class _StreamBuffer:
     """The chunks of one stream in ``seq`` order plus what the query API reports."""
@@ -58,7 +76,7 @@ class _StreamBuffer:
             self.seqs.discard(chunks.popleft().seq)
 
 
-class HotBuffer:
+class HotBuffer(_LockedSink):
     """The last ``seconds`` of every stream (by device time), in memory, for live queries.
 
     A :class:`~neuraflow.sinks.base.Sink`: the runtime calls :meth:`write_batch`;
@@ -106,16 +124,6 @@ class HotBuffer:
         self._events: deque[Event] = deque(maxlen=self.max_events)
         self.duplicates_dropped = 0
         self.late_dropped = 0
-
-    # Pickling: the sink travels inside the plan to its actor; a lock does not pickle.
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     # Sink protocol -------------------------------------------------------
     def open(self) -> None:
@@ -219,7 +227,7 @@ class HotBuffer:
         with self._lock:
             buf = self._streams.get(stream_id)
             if buf is None or not buf.chunks:
-                raise KeyError(f"HotBuffer: unknown stream {stream_id!r}; known: {sorted(self._streams)}")
+                raise self._unknown_stream(stream_id)
             horizon = -math.inf if seconds is None else buf.newest_t_end_s - float(seconds)
             picked: list[Chunk] = []
             for chunk in reversed(buf.chunks):
@@ -235,6 +243,10 @@ class HotBuffer:
         meta = {"first_seq": first.seq, "n_chunks": len(picked), "contiguous": last.seq - first.seq + 1 == len(picked)}
         return Chunk(data, first.t0_s, info, seq=last.seq, recv_s=last.recv_s, meta=meta)
 
+    def _unknown_stream(self, stream_id: str) -> KeyError:
+        # caller holds the lock
+        return KeyError(f"HotBuffer: unknown stream {stream_id!r}; known: {sorted(self._streams)}")
+
     def chunks(self, stream_id: str) -> list[Chunk]:
         """The buffered chunks of ``stream_id`` in ``seq`` order, as written.
 
@@ -246,7 +258,7 @@ class HotBuffer:
         with self._lock:
             buf = self._streams.get(stream_id)
             if buf is None:
-                raise KeyError(f"HotBuffer: unknown stream {stream_id!r}; known: {sorted(self._streams)}")
+                raise self._unknown_stream(stream_id)
             return list(buf.chunks)
 
     def events(self, stream_id: str | None = None, since_s: float | None = None) -> list[Event]:
@@ -262,7 +274,7 @@ def _same_layout(a: StreamInfo, b: StreamInfo) -> bool:
     return a is b or (a.sfreq == b.sfreq and a.channels == b.channels)
 
 
-class MemorySink:
+class MemorySink(_LockedSink):
     """Keeps every chunk and event in memory: the sink for tests.
 
     Idempotent on ``(stream_id, seq)`` (the first copy is kept, later ones are
@@ -289,15 +301,6 @@ class MemorySink:
         self.flushes = 0
         self.opened = False
         self.closed = False
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def open(self) -> None:
         self.opened = True

@@ -7,7 +7,6 @@ A new sink joins by adding a :class:`Harness` to ``HARNESSES``. No Ray here.
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import pytest
 
 from neuraflow.chunk import Chunk, Event, StreamInfo
 from neuraflow.sinks import HotBuffer, Iceberg, MemorySink, RedisStream, Sink, Timescale
+from neuraflow.testing import assert_chunks_identical, random_stream
 
 T0 = 1_700_000_000.0
 
@@ -100,27 +100,9 @@ def sink(harness, tmp_path):
         harness.cleanup(sink)
 
 
-def make_stream(stream_id: str, n_chunks: int, *, n_channels: int = 4, size: int = 16, seed: int = 0) -> list[Chunk]:
-    info = StreamInfo(stream_id, 250.0, tuple(f"c{i}" for i in range(n_channels)))
-    data = np.random.default_rng(seed).standard_normal((n_channels, n_chunks * size)).astype(np.float32)
-    return [
-        Chunk(data[:, i * size : (i + 1) * size], T0 + i * size / 250.0, info, seq=i, recv_s=T0 + i)
-        for i in range(n_chunks)
-    ]
-
-
 def stored(harness: Harness, sink: Sink, stream_id: str) -> list[Chunk]:
     sink.flush()
     return harness.chunks(sink, stream_id)
-
-
-def assert_same(got: list[Chunk], expected: list[Chunk]) -> None:
-    assert [c.seq for c in got] == [c.seq for c in expected]
-    for g, e in zip(got, expected):
-        assert g.data.shape == e.data.shape and g.data.dtype == np.float32
-        assert np.array_equal(g.data.view(np.uint32), e.data.view(np.uint32))
-        assert g.t0_s == e.t0_s and g.info == e.info and dict(g.meta) == dict(e.meta)
-        assert g.recv_s == e.recv_s or (math.isnan(g.recv_s) and math.isnan(e.recv_s))
 
 
 # --------------------------------------------------------------------------------
@@ -129,19 +111,19 @@ def test_follows_the_protocol(sink):
 
 
 def test_duplicate_writes_keep_one_copy(harness, sink):
-    chunks = make_stream("eeg", 10)
+    chunks = random_stream("eeg", 10)
     sink.write_batch(chunks)
     sink.write_batch(chunks)  # a retried call
     sink.flush()
     sink.write_batch(chunks[3:7] + chunks[3:7])  # after a flush, and twice in one batch
-    assert_same(stored(harness, sink, "eeg"), chunks)
+    assert_chunks_identical(stored(harness, sink, "eeg"), chunks)
 
 
 def test_out_of_order_batches(harness, sink):
-    chunks = make_stream("eeg", 12)
+    chunks = random_stream("eeg", 12)
     for batch in ([6, 7, 8], [0, 1, 2], [9, 10, 11, 1], [5, 3, 4]):
         sink.write_batch([chunks[i] for i in batch])
-    assert_same(stored(harness, sink, "eeg"), chunks)
+    assert_chunks_identical(stored(harness, sink, "eeg"), chunks)
 
 
 def test_empty_batch(harness, sink):
@@ -152,16 +134,16 @@ def test_empty_batch(harness, sink):
 
 
 def test_huge_batch(harness, sink):
-    chunks = make_stream("eeg", 5000, n_channels=64, size=32)
+    chunks = random_stream("eeg", 5000, n_channels=64, size=32)
     sink.write_batch(chunks)
-    assert_same(stored(harness, sink, "eeg"), chunks)
+    assert_chunks_identical(stored(harness, sink, "eeg"), chunks)
 
 
 def test_mixed_streams_in_one_batch(harness, sink):
-    a, b = make_stream("a", 6, seed=1), make_stream("b", 6, n_channels=2, seed=2)
+    a, b = random_stream("a", 6, seed=1), random_stream("b", 6, n_channels=2, seed=2)
     sink.write_batch([c for pair in zip(a, b) for c in pair])
-    assert_same(stored(harness, sink, "a"), a)
-    assert_same(stored(harness, sink, "b"), b)
+    assert_chunks_identical(stored(harness, sink, "a"), a)
+    assert_chunks_identical(stored(harness, sink, "b"), b)
 
 
 def test_metadata_round_trip(harness, sink):
@@ -174,7 +156,7 @@ def test_metadata_round_trip(harness, sink):
     ]
     sink.write_batch(chunks)
     got = stored(harness, sink, "emg/features")
-    assert_same(got, chunks)
+    assert_chunks_identical(got, chunks)
     assert got[0].info.meta == {"window_s": 0.5, "src": "emg"} and got[0].meta == {"model": "v2", "n": 3}
 
 
@@ -186,7 +168,7 @@ def test_bit_exact_data_round_trip(harness, sink):
     chunks = [Chunk(data[:, i : i + 64], T0 + i / 1000.0, info, seq=i // 64) for i in range(0, 256, 64)]
     sink.write_batch(chunks)
     got = stored(harness, sink, "raw")
-    assert_same(got, chunks)
+    assert_chunks_identical(got, chunks)
     assert np.concatenate([c.data for c in got], axis=1).view(np.uint32).tobytes() == data.view(np.uint32).tobytes()
 
 
@@ -203,7 +185,7 @@ def test_events_round_trip(harness, sink):
 def test_close_flushes(harness, tmp_path):
     sink = harness.make(tmp_path)
     sink.open()
-    chunks = make_stream("eeg", 3)
+    chunks = random_stream("eeg", 3)
     sink.write_batch(chunks)
     sink.close()
-    assert_same(harness.chunks(sink, "eeg"), chunks)
+    assert_chunks_identical(harness.chunks(sink, "eeg"), chunks)

@@ -14,6 +14,7 @@ from neuraflow.devices.openbci import CytonOptions
 from neuraflow.devices.openbci.emulator import CytonEmulator, load_openbci_gui
 from neuraflow.errors import DeviceError
 from neuraflow.runtime.slot import DeviceSlot, SlotOptions
+from neuraflow.testing import read_samples
 
 FAST = CytonOptions(banner_timeout_s=0.5, stall_timeout_s=0.5)
 
@@ -23,17 +24,6 @@ def emu():
     emulator = CytonEmulator()
     yield emulator
     emulator.close()
-
-
-def collect(dev: OpenBCICyton, n_samples: int, timeout_s: float = 5.0) -> list[Chunk]:
-    chunks, got, deadline = [], 0, time.monotonic() + timeout_s
-    while got < n_samples:
-        assert time.monotonic() < deadline, f"only {got} of {n_samples} samples in {timeout_s} s"
-        chunk = dev.read(0.1)
-        if chunk is not None:
-            chunks.append(chunk)
-            got += chunk.n_samples
-    return chunks
 
 
 def counts_of(dev: OpenBCICyton, chunk: Chunk) -> np.ndarray:
@@ -54,7 +44,7 @@ def test_handshake_and_real_recording_bit_exact(openbci_txt: Path):
         dev = OpenBCICyton(emu.port, chunk_size=25, options=FAST)
         assert isinstance(dev, Device) and dev.blocking is True
         dev.open()
-        chunks = collect(dev, 300)
+        chunks = read_samples(dev, 300)
         dev.close()
         dev.close()  # idempotent
         deadline = time.monotonic() + 2.0
@@ -76,7 +66,7 @@ def test_handshake_and_real_recording_bit_exact(openbci_txt: Path):
 def test_gain_commands_and_accelerometer_channels(emu):
     dev = OpenBCICyton(emu.port, gain=[8] * 4 + [24] * 4, chunk_size=10, options=CytonOptions(accel=True))
     dev.open()
-    chunks = collect(dev, 100)
+    chunks = read_samples(dev, 100)
     dev.close()
     assert [b"x1040110X", b"x2040110X", b"x3040110X", b"x4040110X"] == emu.commands[2:6]
     assert emu.gains[:4] == [8] * 4 and dev.info.meta["scale_v_per_count"][0] == pytest.approx(4.5 / 8 / (2**23 - 1))
@@ -90,11 +80,11 @@ def test_counter_gap_becomes_drop_event_and_clock_advances(emu):
     # real rate: at speed > 1 samples outrun the host clock and the anchor keeps moving
     dev = OpenBCICyton(emu.port, chunk_size=10, options=CytonOptions(stall_timeout_s=2.0))
     dev.open()
-    first = collect(dev, 50)
+    first = read_samples(dev, 50)
     emu.drop_packets(7)
-    chunks = first + collect(dev, 100)
+    chunks = first + read_samples(dev, 100)
     emu.drop_packets(300)  # more than a counter wrap: seen modulo 256
-    chunks += collect(dev, 100)
+    chunks += read_samples(dev, 100)
     dev.close()
     drops = [e for e in dev.drain_events() if e.label == "drop"]
     assert [e.value for e in drops] == [7.0, 300.0 - 256]
@@ -109,12 +99,12 @@ def test_corruption_counted_and_no_good_packet_lost(emu):
     emu.set_speed(4.0)
     dev = OpenBCICyton(emu.port, chunk_size=10, options=FAST)
     dev.open()
-    chunks = collect(dev, 40)
+    chunks = read_samples(dev, 40)
     emu.inject_corruption(50)
     emu.inject_bytes(b"\xa0" * 5 + b"\xc0" * 40)
-    chunks += collect(dev, 40)
+    chunks += read_samples(dev, 40)
     emu.truncate_next(keep=20)  # that one sample is lost: a drop of 1
-    chunks += collect(dev, 60)
+    chunks += read_samples(dev, 60)
     dev.close()
     events = dev.drain_events()
     assert dev.stats["bytes_skipped"] >= 50 + 45 + 20 - 33  # some garbage may be absorbed in one framing
@@ -128,7 +118,7 @@ def test_corruption_counted_and_no_good_packet_lost(emu):
 def test_stall_raises_board_stopped_answering(emu):
     dev = OpenBCICyton(emu.port, chunk_size=10, options=FAST)
     dev.open()
-    collect(dev, 20)
+    read_samples(dev, 20)
     emu.stall(3.0)
     t = time.monotonic()
     with pytest.raises(DeviceError, match="board stopped answering"):
@@ -141,7 +131,7 @@ def test_stall_raises_board_stopped_answering(emu):
 def test_disconnect_then_reopen_after_restart(emu):
     dev = OpenBCICyton(emu.port, chunk_size=10, options=FAST)
     dev.open()
-    collect(dev, 20)
+    read_samples(dev, 20)
     emu.disconnect()
     with pytest.raises(DeviceError, match="unplugged|stopped answering"):
         for _ in range(50):
@@ -151,7 +141,7 @@ def test_disconnect_then_reopen_after_restart(emu):
         dev.open()
     emu.restart()
     dev.open()
-    chunks = collect(dev, 30)
+    chunks = read_samples(dev, 30)
     dev.close()
     assert chunks[0].meta["sample_index"] == 0
     assert_bit_exact(dev, emu, chunks)
@@ -175,9 +165,9 @@ def test_daisy_16_channels_at_125_hz():
     with CytonEmulator(daisy=True, speed=4.0) as emu:
         dev = OpenBCICyton(emu.port, daisy=True, chunk_size=10, options=CytonOptions(accel=True))
         dev.open()
-        chunks = collect(dev, 50)
+        chunks = read_samples(dev, 50)
         emu.drop_packets(3)  # board+daisy of one sample, plus half of the next one
-        chunks += collect(dev, 50)
+        chunks += read_samples(dev, 50)
         dev.close()
     assert dev.info.n_channels == 19 and dev.sfreq == 125.0
     assert_bit_exact(dev, emu, chunks)
@@ -185,7 +175,7 @@ def test_daisy_16_channels_at_125_hz():
     with CytonEmulator(daisy=True) as emu:  # daisy attached, 8 channels wanted: 'c'
         dev = OpenBCICyton(emu.port, options=FAST)
         dev.open()
-        chunks = collect(dev, 20)
+        chunks = read_samples(dev, 20)
         dev.close()
         assert b"c" in emu.commands
     assert_bit_exact(dev, emu, chunks)
@@ -223,9 +213,9 @@ def test_sustained_decode_rate_at_max_speed():
     with CytonEmulator(speed=float("inf")) as emu:
         dev = OpenBCICyton(emu.port, chunk_size=250, options=FAST)
         dev.open()
-        collect(dev, 1000)
+        read_samples(dev, 1000)
         n0, t0 = dev.stats["packets"], time.perf_counter()
-        chunks = collect(dev, 20_000, timeout_s=30.0)
+        chunks = read_samples(dev, 20_000, timeout_s=30.0)
         rate = (dev.stats["packets"] - n0) / (time.perf_counter() - t0)
         dev.close()
     assert dev.stats["samples_dropped"] == 0 and dev.stats["bytes_skipped"] == 0

@@ -12,7 +12,7 @@ import ray
 from neuraflow import Pipeline, devices, ops, sinks
 from neuraflow.runtime.executor import Engine
 
-from .conftest import make_settings
+from .conftest import make_settings, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -23,15 +23,6 @@ def _plan(devs):
     eeg.to("mem", sinks.MemorySink())
     eeg.then("bandpass", ops.bandpass(1.0, 40.0)).to("mem")
     return p.build()
-
-
-def _wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def _restarted(worker) -> bool:
@@ -52,7 +43,7 @@ def test_killed_worker_restarts_and_records_the_gap(ray_local, tmp_path: Path) -
         pid_before = ray.get(worker.pid.remote())
         accepted = {d.info.stream_id: [c.seq for c in handle.call_sink("mem", "chunks", d.info.stream_id)] for d in devs}
         ray.kill(worker, no_restart=False)
-        _wait_for(lambda: _restarted(worker), 60, "the worker to restart")
+        wait_for(lambda: _restarted(worker), 60, "the worker to restart")
         assert ray.get(worker.pid.remote()) != pid_before
         time.sleep(2.0)
         handle.stop()
@@ -83,7 +74,7 @@ def test_failing_device_is_retried_with_backoff(ray_local, tmp_path: Path) -> No
     healthy = devices.Synthetic("healthy", n_channels=4, sfreq=250.0, chunk_size=25, seed=4)
     handle = Engine(settings).start(_plan([flaky, healthy]))
     try:
-        _wait_for(lambda: handle.metrics()["streams"].get("flaky", {}).get("reconnects", 0) >= 2, 30,
+        wait_for(lambda: handle.metrics()["streams"].get("flaky", {}).get("reconnects", 0) >= 2, 30,
                   "two reconnects of the failing device")
         handle.stop()
         metrics = handle.metrics()["streams"]

@@ -21,31 +21,12 @@ import pytest
 from neuraflow.chunk import Chunk, Event, StreamInfo
 from neuraflow.errors import PipelineDefinitionError, SinkError
 from neuraflow.sinks import RedisStream, Sink
+from neuraflow.testing import assert_chunks_identical, random_stream
 
 pytestmark = pytest.mark.redis
 
 SHARED_URL = "redis://127.0.0.1:6379/0"
 T0 = 1_700_000_000.0
-
-
-def make_stream(stream_id: str, n_chunks: int, *, n_channels: int = 4, size: int = 16, sfreq: float = 250.0,
-                seed: int = 0, first_seq: int = 0, t0: float = T0) -> list[Chunk]:  # fmt: skip
-    info = StreamInfo(stream_id, sfreq, tuple(f"c{i}" for i in range(n_channels)))
-    data = np.random.default_rng(seed).standard_normal((n_channels, n_chunks * size)).astype(np.float32)
-    return [
-        Chunk(data[:, i * size : (i + 1) * size], t0 + (first_seq + i) * size / sfreq, info,
-              seq=first_seq + i, recv_s=t0 + i)  # fmt: skip
-        for i in range(n_chunks)
-    ]
-
-
-def assert_same(got: list[Chunk], expected: list[Chunk]) -> None:
-    assert [c.seq for c in got] == [c.seq for c in expected]
-    for g, e in zip(got, expected):
-        assert g.data.shape == e.data.shape and g.data.dtype == np.float32
-        assert g.data.view(np.uint32).tobytes() == e.data.view(np.uint32).tobytes()
-        assert g.t0_s == e.t0_s and g.info == e.info and dict(g.meta) == dict(e.meta)
-        assert g.recv_s == e.recv_s or (np.isnan(g.recv_s) and np.isnan(e.recv_s))
 
 
 def _delete_prefix(url: str, prefix: str) -> None:
@@ -165,12 +146,12 @@ def test_bit_exact_round_trip(sink):
     sink.write_batch(chunks)
     sink.flush()
     got = sink.read("raw")
-    assert_same(got, chunks)
+    assert_chunks_identical(got, chunks)
     assert np.concatenate([c.data for c in got], axis=1).view(np.uint32).tobytes() == data.view(np.uint32).tobytes()
 
 
 def test_duplicates_dropped_also_across_sink_instances(sink, shared_redis, prefix):
-    chunks = make_stream("eeg", 10)
+    chunks = random_stream("eeg", 10)
     sink.write_batch(chunks)
     sink.write_batch(chunks)  # a retried call
     sink.flush()
@@ -181,18 +162,18 @@ def test_duplicates_dropped_also_across_sink_instances(sink, shared_redis, prefi
     other.write_batch(chunks[:5])
     other.close()
     assert other.stats()["duplicates_dropped"] == 5 and other.stats()["written"] == 0
-    assert_same(sink.read("eeg"), chunks)
+    assert_chunks_identical(sink.read("eeg"), chunks)
 
 
 def test_out_of_order_batches(sink):
-    chunks = make_stream("eeg", 12)
+    chunks = random_stream("eeg", 12)
     for batch in ([6, 7, 8], [0, 1, 2], [9, 10, 11, 1], [5, 3, 4]):
         sink.write_batch([chunks[i] for i in batch])
     sink.flush()
-    assert_same(sink.read("eeg"), chunks)
+    assert_chunks_identical(sink.read("eeg"), chunks)
     sink.write_batch(chunks[::-1])  # late chunks are found again as duplicates
     sink.flush()
-    assert_same(sink.read("eeg"), chunks)
+    assert_chunks_identical(sink.read("eeg"), chunks)
     stats = sink.stats()
     assert stats["late_written"] == 6 and stats["duplicates_dropped"] == 13
     # Range reads by device time see the late chunks too (they sit at a later id).
@@ -212,12 +193,12 @@ def test_empty_batch(sink):
 
 def test_huge_batch_is_pipelined(shared_redis, prefix):
     sink = RedisStream(shared_redis, key_prefix=prefix, window_s=3600.0)  # 5000 chunks span 640 s
-    chunks = make_stream("eeg", 5000, n_channels=64, size=32)
+    chunks = random_stream("eeg", 5000, n_channels=64, size=32)
     start = time.perf_counter()
     sink.write_batch(chunks)
     sink.flush()
     elapsed = time.perf_counter() - start
-    assert_same(sink.read("eeg"), chunks)
+    assert_chunks_identical(sink.read("eeg"), chunks)
     assert sink.stats()["written"] == 5000
     mb = 5000 * 64 * 32 * 4 / 1e6
     print(f"RedisStream: 5000 chunks of 64x32 float32 in {elapsed:.3f} s = {5000 / elapsed:,.0f} chunks/s, "
@@ -225,11 +206,11 @@ def test_huge_batch_is_pipelined(shared_redis, prefix):
 
 
 def test_mixed_streams_in_one_batch(sink):
-    a, b = make_stream("a", 6, seed=1), make_stream("b", 6, n_channels=2, seed=2)
+    a, b = random_stream("a", 6, seed=1), random_stream("b", 6, n_channels=2, seed=2)
     sink.write_batch([c for pair in zip(a, b) for c in pair])
     sink.flush()
-    assert_same(sink.read("a"), a)
-    assert_same(sink.read("b"), b)
+    assert_chunks_identical(sink.read("a"), a)
+    assert_chunks_identical(sink.read("b"), b)
     assert sink.streams() == ["a", "b"]
 
 
@@ -247,7 +228,7 @@ def test_metadata_round_trip_and_layout_change(sink):
     sink.write_batch(chunks)
     sink.flush()
     got = sink.read("emg/features")
-    assert_same(got, chunks)
+    assert_chunks_identical(got, chunks)
     assert got[0].info.meta == {"window_s": 0.5, "src": "emg"} and got[0].meta == {"model": "v2", "n": 3}
     assert got[2].info == info2 and got[0].info is got[1].info
 
@@ -265,7 +246,7 @@ def test_events_round_trip(sink):
 
 def test_time_window_trimming(shared_redis, prefix):
     sink = RedisStream(shared_redis, key_prefix=prefix, window_s=60.0)
-    chunks = make_stream("eeg", 4688, n_channels=64, size=32)  # 4688 x 0.128 s = 600 s of device time
+    chunks = random_stream("eeg", 4688, n_channels=64, size=32)  # 4688 x 0.128 s = 600 s of device time
     for i in range(0, len(chunks), 100):
         sink.write_batch(chunks[i : i + 100])
     sink.flush()
@@ -282,7 +263,7 @@ def test_time_window_trimming(shared_redis, prefix):
 
 
 def test_latest(sink):
-    chunks = make_stream("eeg", 20)  # 16 samples at 250 Hz = 64 ms each
+    chunks = random_stream("eeg", 20)  # 16 samples at 250 Hz = 64 ms each
     sink.write_batch(chunks)
     sink.flush()
     last = sink.latest("eeg", 0.2)
@@ -293,7 +274,7 @@ def test_latest(sink):
 
 
 def test_subscriber_receives_new_chunks(sink, shared_redis, prefix):
-    chunks = make_stream("eeg", 200)
+    chunks = random_stream("eeg", 200)
     reader = RedisStream(shared_redis, key_prefix=prefix)
     got: list[Chunk] = []
     done = threading.Event()
@@ -314,7 +295,7 @@ def test_subscriber_receives_new_chunks(sink, shared_redis, prefix):
     thread.join(10.0)
     assert len(got) == 5
     first = got[0].seq
-    assert_same(got, chunks[first : first + 5])
+    assert_chunks_identical(got, chunks[first : first + 5])
     # from_start replays what is stored.
     replay = reader.subscribe(["eeg"], block_ms=100, from_start=True, max_idle_s=0.5)
     assert next(replay).seq == 0
@@ -323,7 +304,7 @@ def test_subscriber_receives_new_chunks(sink, shared_redis, prefix):
 
 def test_bounded_buffer_overflow_is_counted(own_redis):
     sink = RedisStream(own_redis.url, key_prefix="t:", max_buffer_chunks=100, flush_timeout_s=0.2)
-    chunks = make_stream("eeg", 250)
+    chunks = random_stream("eeg", 250)
     for i in range(0, 250, 10):  # Redis is down: nothing raises, the oldest are dropped
         sink.write_batch(chunks[i : i + 10])
     stats = sink.stats()
@@ -340,7 +321,7 @@ def test_bounded_buffer_overflow_is_counted(own_redis):
 
     own_redis.start()
     sink.flush()
-    assert_same(sink.read("eeg"), chunks[150:])
+    assert_chunks_identical(sink.read("eeg"), chunks[150:])
     assert sink.stats()["reconnects"] == 1 and sink.stats()["buffered"] == 0
     strict.write_batch(chunks[100:101])  # Redis is back: the buffer drains first, then there is room
     strict.close()
@@ -352,7 +333,7 @@ def test_redis_restart_mid_stream(own_redis):
     own_redis.start()
     sink = RedisStream(own_redis.url, key_prefix="t:", flush_timeout_s=10.0)
     sink.open()
-    chunks = make_stream("eeg", 300)
+    chunks = random_stream("eeg", 300)
     reader = RedisStream(own_redis.url, key_prefix="t:")
     followed: list[int] = []
 
@@ -380,7 +361,7 @@ def test_redis_restart_mid_stream(own_redis):
         sink.write_batch(chunks[i : i + 10])  # and a retry of each, for good measure
     sink.flush()
     got = reader.read("eeg")
-    assert_same(got, chunks[100:])  # the buffered outage and everything after: once each, in order
+    assert_chunks_identical(got, chunks[100:])  # the buffered outage and everything after: once each, in order
     stats = sink.stats()
     assert stats["buffered"] == 0 and stats["reconnects"] == 1 and stats["written"] == 300
     assert stats["duplicates_dropped"] == 100
@@ -398,7 +379,7 @@ def test_refused_writes_are_kept_and_retried(own_redis):
     admin.config_set("maxmemory-policy", "noeviction")
     admin.config_set("maxmemory", "1")  # every write is refused: "OOM command not allowed"
     sink = RedisStream(own_redis.url, key_prefix="t:", flush_timeout_s=0.2)
-    chunks = make_stream("eeg", 20)
+    chunks = random_stream("eeg", 20)
     sink.write_batch(chunks[:10])  # does not raise
     assert sink.stats()["refused"] >= 1 and "maxmemory" in sink.stats()["last_error"]
     with pytest.raises(SinkError, match="maxmemory"):
@@ -406,5 +387,5 @@ def test_refused_writes_are_kept_and_retried(own_redis):
     admin.config_set("maxmemory", "0")
     sink.write_batch(chunks[10:])
     sink.flush()
-    assert_same(sink.read("eeg"), chunks)
+    assert_chunks_identical(sink.read("eeg"), chunks)
     sink.close()

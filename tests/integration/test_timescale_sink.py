@@ -8,7 +8,6 @@ the native path (range partitions, BRIN, retention) runs for real.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 import uuid
@@ -20,6 +19,7 @@ from neuraflow.chunk import Chunk, Event, StreamInfo
 from neuraflow.errors import SinkError
 from neuraflow.sinks import Sink
 from neuraflow.sinks.timescale import Timescale, timescale_available
+from neuraflow.testing import assert_chunks_identical, random_stream
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -73,24 +73,10 @@ def sink(make_sink):
     return sink
 
 
-def make_stream(stream_id: str, n: int, *, n_channels: int = 4, size: int = 16, t0: float = T0, seed: int = 0,
-                first_seq: int = 0) -> list[Chunk]:  # fmt: skip
-    info = StreamInfo(stream_id, 250.0, tuple(f"c{i}" for i in range(n_channels)))
-    data = np.random.default_rng(seed).standard_normal((n_channels, n * size)).astype(np.float32)
-    return [
-        Chunk(data[:, i * size : (i + 1) * size], t0 + (first_seq + i) * size / 250.0, info, seq=first_seq + i,
-              recv_s=t0 + i)  # fmt: skip
-        for i in range(n)
-    ]
-
-
-def assert_same(got: list[Chunk], expected: list[Chunk]) -> None:
-    assert [c.seq for c in got] == [c.seq for c in expected]
-    for g, e in zip(got, expected):
-        assert g.data.shape == e.data.shape and g.data.dtype == np.float32
-        assert g.data.view(np.uint32).tobytes() == e.data.view(np.uint32).tobytes()
-        assert g.t0_s == e.t0_s and g.info == e.info and dict(g.meta) == dict(e.meta)
-        assert g.recv_s == e.recv_s or (math.isnan(g.recv_s) and math.isnan(e.recv_s))
+def make_stream(stream_id: str, n: int, **kwargs) -> list[Chunk]:
+    """:func:`~neuraflow.testing.random_stream` starting at ``T0`` unless ``t0_s`` is given (recent: see T0)."""
+    kwargs.setdefault("t0_s", T0)
+    return random_stream(stream_id, n, **kwargs)
 
 
 def row_count(sink: Timescale) -> tuple[int, int]:
@@ -150,7 +136,7 @@ def test_round_trip_is_bit_exact(sink):
     sink.write_batch(chunks)
     sink.flush()
     got = sink.read("raw")
-    assert_same(got, chunks)
+    assert_chunks_identical(got, chunks)
     assert got[0].info.meta == {"device": "amp", "n": 3} and got[1].meta == {"k": 64}
     assert sink.stream_info("raw") == info
     assert [c.seq for c in sink.read("raw", start_s=T0 + 0.064, end_s=T0 + 0.192)] == [1, 2]
@@ -167,7 +153,7 @@ def test_duplicates_are_stored_once(sink):
     sink.flush()
     sink.write_batch(more[8:15])  # overlapping batch: 8, 9 stored, 10..14 new
     sink.flush()
-    assert_same(sink.read("eeg"), more)
+    assert_chunks_identical(sink.read("eeg"), more)
     assert row_count(sink) == (15, 15)
     stats = sink.stats()
     assert stats["chunks_written"] == 15
@@ -183,7 +169,7 @@ def test_out_of_order_and_empty_batches(sink):
     sink.write_batch([])
     sink.write_events([])
     sink.flush()
-    assert_same(sink.read("eeg"), chunks)
+    assert_chunks_identical(sink.read("eeg"), chunks)
     assert sink.read_events() == []
 
 
@@ -198,7 +184,7 @@ def test_huge_batch_via_copy(sink):
     print(f"\nCOPY ingest, 64x32 float32 chunks: {n / elapsed:,.0f} chunks/s, {mb / elapsed:,.1f} MB/s")
     assert sink.stats()["chunks_written"] == n
     assert row_count(sink) == (n, n)
-    assert_same(sink.read("eeg"), chunks)
+    assert_chunks_identical(sink.read("eeg"), chunks)
 
 
 def test_mixed_streams_and_events_round_trip(sink):
@@ -208,8 +194,8 @@ def test_mixed_streams_and_events_round_trip(sink):
     sink.write_batch([c for pair in zip(a, b) for c in pair])
     sink.write_events(events)
     sink.flush()
-    assert_same(sink.read("a"), a)
-    assert_same(sink.read("b"), b)
+    assert_chunks_identical(sink.read("a"), a)
+    assert_chunks_identical(sink.read("b"), b)
     got = sink.read_events()
     assert [(e.stream_id, e.t_s, e.label, e.value, dict(e.meta)) for e in got] == [
         ("markers", T0 + 1.0, "T1", 2.0, {"trial": 1}),
@@ -225,7 +211,7 @@ def test_close_flushes_and_reads_after_close(make_sink):
     chunks = make_stream("eeg", 3)
     sink.write_batch(chunks)
     sink.close()
-    assert_same(sink.read("eeg"), chunks)
+    assert_chunks_identical(sink.read("eeg"), chunks)
 
 
 def test_partitions_brin_and_retention(make_sink):
@@ -235,8 +221,8 @@ def test_partitions_brin_and_retention(make_sink):
     sink.open()
     ahead = [p for p in sink.partitions() if p[2] > now]
     assert len(ahead) >= 3  # the current hour and two ahead of the wall clock
-    old = make_stream("eeg", 5, t0=now - 10 * 86_400)  # ten days old: beyond retention
-    recent = make_stream("eeg", 5, t0=now - 60, first_seq=100)
+    old = make_stream("eeg", 5, t0_s=now - 10 * 86_400)  # ten days old: beyond retention
+    recent = make_stream("eeg", 5, t0_s=now - 60, first_seq=100)
     sink.write_batch(old + recent)
     sink.write_events([Event("eeg", now - 10 * 86_400, "old"), Event("eeg", now - 60, "new")])
     sink.flush()
@@ -264,7 +250,7 @@ def test_partitions_brin_and_retention(make_sink):
     dropped = sink.apply_retention(now)
     assert old_part[0][0] in dropped
     assert all(p[2] > now - 5 * 86_400 for p in sink.partitions())
-    assert_same(sink.read("eeg"), recent)
+    assert_chunks_identical(sink.read("eeg"), recent)
     assert [e.label for e in sink.read_events()] == ["new"]
     assert sink.stats()["partitions_dropped"] == len(dropped)
 
@@ -279,7 +265,7 @@ def test_reopen_keeps_data_and_drops_resent_chunks(make_sink):
     again.open()
     again.write_batch(chunks)  # the runtime re-sends from its last acknowledged point
     again.flush()
-    assert_same(again.read("eeg"), chunks)
+    assert_chunks_identical(again.read("eeg"), chunks)
     assert again.stats()["duplicates_dropped"] == 5 and row_count(again) == (8, 8)
 
 
@@ -310,7 +296,7 @@ def test_killed_connection_mid_stream_loses_and_duplicates_nothing(make_sink):
             time.sleep(0.1)
     assert sink.stats()["buffered"] == 0
     assert row_count(sink) == (3000, 3000)
-    assert_same(sink.read("eeg"), chunks)
+    assert_chunks_identical(sink.read("eeg"), chunks)
     assert sink.stats()["reconnects"] >= 1
 
 
@@ -348,7 +334,7 @@ def test_connection_killed_during_a_flush_is_retried(make_sink):
     sink.write_batch(chunks[:100])  # the pipeline keeps running: more (duplicate) data is accepted
     sink.flush()
     assert row_count(sink) == (20_000, 20_000)
-    assert_same(sink.read("eeg"), chunks)
+    assert_chunks_identical(sink.read("eeg"), chunks)
 
 
 @pytest.fixture
@@ -402,6 +388,6 @@ def test_outage_buffers_with_bounded_memory(make_sink, outage_role, schema, on_f
     sink.write_batch(chunks[350:500])
     sink.flush()
     expected = chunks if on_full == "raise" else chunks[:50] + chunks[100:]
-    assert_same(sink.read("eeg"), expected)
+    assert_chunks_identical(sink.read("eeg"), expected)
     assert row_count(sink) == (len(expected), len(expected))
     sink.close()

@@ -14,27 +14,7 @@ from neuraflow.devices import Device, FrameFormat, OpenBCIWifi, TcpFrameDevice
 from neuraflow.devices.openbci.wifi_emulator import WifiShieldEmulator
 from neuraflow.devices.service import build_device
 from neuraflow.errors import DeviceError, PipelineDefinitionError
-
-
-def collect(dev, n_samples: int, timeout_s: float = 5.0) -> list[Chunk]:
-    chunks, got, deadline = [], 0, time.monotonic() + timeout_s
-    while got < n_samples:
-        assert time.monotonic() < deadline, f"only {got} of {n_samples} samples in {timeout_s} s"
-        chunk = dev.read(0.1)
-        if chunk is not None:
-            chunks.append(chunk)
-            got += chunk.n_samples
-    return chunks
-
-
-def read_until_error(dev, timeout_s: float = 3.0) -> DeviceError:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            dev.read(0.1)
-        except DeviceError as exc:
-            return exc
-    raise AssertionError("no DeviceError")
+from neuraflow.testing import read_samples, read_until_error
 
 
 def assert_bit_exact(dev: OpenBCIWifi, emu: WifiShieldEmulator, chunks: list[Chunk]) -> None:
@@ -51,7 +31,7 @@ def test_wifi_shield_http_handshake_and_stream_bit_exact():
         dev = OpenBCIWifi(emu.address, sample_rate=500, chunk_size=50, local_host="127.0.0.1")
         assert isinstance(dev, Device) and dev.blocking
         dev.open()
-        chunks = collect(dev, 1000)
+        chunks = read_samples(dev, 1000)
         dev.close()
         dev.close()
         assert not emu.streaming and emu.sample_rate == 500
@@ -72,16 +52,16 @@ def test_wifi_daisy_drop_disconnect_and_reopen():
     with WifiShieldEmulator(daisy=True, sample_rate=1000, speed=2.0) as emu:
         dev = OpenBCIWifi(emu.address, daisy=True, chunk_size=25, local_host="127.0.0.1")
         dev.open()
-        chunks = collect(dev, 200)
+        chunks = read_samples(dev, 200)
         emu.drop_packets(10)  # 5 whole pairs
-        chunks += collect(dev, 200)
+        chunks += read_samples(dev, 200)
         drops = [e for e in dev.drain_events() if e.label == "drop"]
         assert sum(e.value for e in drops) in (5.0, 6.0)  # 6 when the loss splits a pair
         emu.disconnect()
         assert "closed the TCP connection" in str(read_until_error(dev))
         dev.close()
         dev.open()  # what the runtime does after backoff
-        again = collect(dev, 100)
+        again = read_samples(dev, 100)
         dev.close()
     assert chunks[0].data.shape[0] == 16 and chunks[0].sfreq == 500.0
     assert_bit_exact(dev, emu, chunks[:4])
@@ -159,7 +139,7 @@ def test_tcp_frames_resync_drop_and_peer_close():
     thread.start()
     dev = TcpFrameDevice("127.0.0.1", port, frame_format=FMT, chunk_size=20, stream_id="tcp-board")
     dev.open()
-    chunks = collect(dev, 220)
+    chunks = read_samples(dev, 220)
     err = read_until_error(dev)
     dev.close()
     thread.join(2)
@@ -187,7 +167,7 @@ def test_udp_datagrams_and_bad_datagram():
     tx.sendto(b"\x00" * (size + 1), target)  # not whole frames
     late, late_values = frames(fmt, 255, 2)  # counter 255 then 0 (wraps): 245 frames lost
     tx.sendto(late, target)
-    chunks = collect(dev, 48)
+    chunks = read_samples(dev, 48)
     dev.close()
     tx.close()
     got = np.concatenate([c.data for c in chunks], axis=1).astype(np.float64)

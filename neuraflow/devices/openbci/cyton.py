@@ -34,7 +34,7 @@ import numpy as np
 
 from neuraflow._validate import check_int, check_positive
 from neuraflow.chunk import Chunk, Event, StreamInfo
-from neuraflow.devices.base import DeviceBase
+from neuraflow.devices.base import QueuedEventsDevice
 from neuraflow.devices.openbci import protocol as proto
 from neuraflow.errors import DeviceError, PipelineDefinitionError
 
@@ -77,7 +77,7 @@ class CytonOptions:
     stop_settle_s: float = 0.05
 
 
-class OpenBCICyton(DeviceBase):
+class OpenBCICyton(QueuedEventsDevice):
     """OpenBCI Cyton (8 channels, 250 Hz) or Cyton + Daisy (16 channels, 125 Hz) over serial.
 
     Parameters
@@ -331,10 +331,6 @@ class OpenBCICyton(DeviceBase):
             ser.close()
         except Exception:  # noqa: BLE001
             pass
-
-    def drain_events(self) -> list[Event]:
-        events, self._events = self._events, []
-        return events
 
     def read(self, timeout_s: float) -> Chunk | None:
         """Return the next chunk, or ``None`` if none completed within ``timeout_s``.

@@ -18,6 +18,7 @@ from neuraflow.devices.ble import Ganglion, Muse, muse_devices
 from neuraflow.devices.ble import decoders as dec
 from neuraflow.devices.ble.fake_backend import FakeBackend, FakeGanglion, FakeMuse, register, unregister
 from neuraflow.errors import DeviceError, PipelineDefinitionError
+from neuraflow.testing import read_samples, read_until_error
 
 
 @pytest.fixture
@@ -34,27 +35,6 @@ def ganglion():
     unregister(p.address)
 
 
-def collect(dev, n_samples: int, timeout_s: float = 5.0) -> list[Chunk]:
-    chunks, got, deadline = [], 0, time.monotonic() + timeout_s
-    while got < n_samples:
-        assert time.monotonic() < deadline, f"only {got} of {n_samples} samples in {timeout_s} s"
-        chunk = dev.read(0.1)
-        if chunk is not None:
-            chunks.append(chunk)
-            got += chunk.n_samples
-    return chunks
-
-
-def read_until_error(dev, timeout_s: float = 3.0) -> DeviceError:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            dev.read(0.1)
-        except DeviceError as exc:
-            return exc
-    raise AssertionError("no DeviceError")
-
-
 def muse_counts(chunk: Chunk) -> np.ndarray:
     return np.rint(chunk.data.astype(np.float64) / (dec.MUSE_UV_PER_COUNT * 1e-6) + 2048).astype(np.int64)
 
@@ -64,7 +44,7 @@ def test_muse_streams_bit_exact_through_bleak_client(muse):
     dev = Muse(muse.address, backend=FakeBackend, chunk_size=24)
     assert isinstance(dev, Device) and dev.blocking
     dev.open()
-    chunks = collect(dev, 240)
+    chunks = read_samples(dev, 240)
     dev.close()
     dev.close()  # idempotent
     control = [data for uuid, data in muse.writes if uuid == dec.MUSE_CONTROL]
@@ -83,9 +63,9 @@ def test_muse_streams_bit_exact_through_bleak_client(muse):
 def test_muse_lost_notifications_become_drop_events(muse):
     dev = Muse(muse.address, backend="fake", aux=False, preset=None)
     dev.open()
-    chunks = collect(dev, 48)
+    chunks = read_samples(dev, 48)
     muse.drop_next(5 * 2 + 2)  # two whole indices, then two channels of a third
-    chunks += collect(dev, 60)
+    chunks += read_samples(dev, 60)
     dev.close()
     drops = [e for e in dev.drain_events() if e.label == "drop"]
     assert [e.value for e in drops] == [36.0]  # 3 indices x 12 samples (the partial one too)
@@ -101,13 +81,13 @@ def test_muse_lost_notifications_become_drop_events(muse):
 def test_muse_link_loss_raises_then_reopen_streams_again(muse):
     dev = Muse(muse.address, backend="fake")
     dev.open()
-    collect(dev, 24)
+    read_samples(dev, 24)
     muse.link_loss()
     err = read_until_error(dev)
     assert "disconnected" in str(err)
     dev.close()
     dev.open()  # what the runtime does after backoff
-    chunks = collect(dev, 24)
+    chunks = read_samples(dev, 24)
     dev.close()
     assert muse.connects == 2 and chunks[0].meta["sample_index"] == 0  # a fresh stream
 
@@ -126,7 +106,7 @@ def test_connect_failures_are_device_errors(muse):
 def test_stall_raises_device_error(ganglion):
     dev = Ganglion(ganglion.address, backend="fake", stall_timeout_s=0.3)
     dev.open()
-    collect(dev, 20)
+    read_samples(dev, 20)
     ganglion.streaming = False  # the board goes silent without disconnecting
     err = read_until_error(dev)
     dev.close()
@@ -136,7 +116,7 @@ def test_stall_raises_device_error(ganglion):
 def test_ganglion_streams_decompressed_volts(ganglion):
     dev = Ganglion(ganglion.address, backend=FakeBackend, chunk_size=10)
     dev.open()
-    chunks = collect(dev, 300)
+    chunks = read_samples(dev, 300)
     dev.close()
     assert ganglion.writes == [(dec.GANGLION_SEND, b"b"), (dec.GANGLION_SEND, b"s")]
     assert chunks[0].sfreq == 200.0 and chunks[0].info.channels == ("EXG1", "EXG2", "EXG3", "EXG4")
@@ -149,16 +129,16 @@ def test_ganglion_streams_decompressed_volts(ganglion):
 def test_ganglion_lost_packet_drop_event_and_reopen_after_link_loss(ganglion):
     dev = Ganglion(ganglion.address, backend="fake")
     dev.open()
-    chunks = collect(dev, 41)
+    chunks = read_samples(dev, 41)
     ganglion.drop_next(4)
-    chunks += collect(dev, 40)
+    chunks += read_samples(dev, 40)
     drops = [e for e in dev.drain_events() if e.label == "drop"]
     assert [e.value for e in drops] == [8.0] and drops[0].meta["offset_unknown"] is True
     ganglion.link_loss()
     read_until_error(dev)
     dev.close()
     dev.open()
-    again = collect(dev, 20)
+    again = read_samples(dev, 20)
     dev.close()
     assert again[0].meta["sample_index"] == 0  # a fresh stream, seeded by a raw packet: exact again
     counts = np.rint(np.concatenate([c.data for c in again], 1).astype(np.float64) / dec.GANGLION_V_PER_COUNT)
@@ -197,7 +177,7 @@ def test_muse_devices_share_one_connection_and_stream_ppg_acc_gyro_exactly(muse)
     assert gyro.info.channels == ("GYRO_X", "GYRO_Y", "GYRO_Z") and gyro.info.units == ("deg/s",) * 3
     for d in devs:
         d.open()
-    got = {d.info.stream_id: collect(d, n) for d, n in ((eeg, 48), (ppg, 36), (acc, 30), (gyro, 30))}
+    got = {d.info.stream_id: read_samples(d, n) for d, n in ((eeg, 48), (ppg, 36), (acc, 30), (gyro, 30))}
     for d in devs:
         d.close()
     # one connection; start sequence once (first open), halt once (last close)
@@ -218,18 +198,18 @@ def test_muse_devices_share_one_connection_and_stream_ppg_acc_gyro_exactly(muse)
 def test_muse_ppg_and_imu_lost_notifications_become_drop_events(muse):
     ppg = Muse(muse.address, stream="ppg", backend="fake", chunk_size=6)
     ppg.open()
-    chunks = collect(ppg, 12)
+    chunks = read_samples(ppg, 12)
     muse.drop_next(3 + 1)  # one whole PPG index (3 characteristics), then one channel of the next
-    chunks += collect(ppg, 48)
+    chunks += read_samples(ppg, 48)
     ppg.close()
     drops = [e for e in ppg.drain_events() if e.label == "drop"]
     assert [e.value for e in drops] == [12.0]  # 2 indices x 6 samples
     _exact(chunks, FakeMuse.ppg_counts)
     acc = Muse(muse.address, stream="acc", backend="fake")
     acc.open()
-    chunks = collect(acc, 6)
+    chunks = read_samples(acc, 6)
     muse.drop_next(2)
-    chunks += collect(acc, 30)
+    chunks += read_samples(acc, 30)
     acc.close()
     drops = [e for e in acc.drain_events() if e.label == "drop"]
     assert [e.value for e in drops] == [6.0] and acc.stats["samples_dropped"] == 6
@@ -242,17 +222,17 @@ def test_muse_shared_link_loss_fails_every_stream_then_both_reopen(muse):
     eeg, gyro = muse_devices(muse.address, ("eeg", "gyro"), backend="fake")
     eeg.open()
     gyro.open()
-    collect(gyro, 6)
+    read_samples(gyro, 6)
     muse.link_loss()
     assert "disconnected" in str(read_until_error(eeg)) and "disconnected" in str(read_until_error(gyro))
     eeg.close()
     gyro.close()
     gyro.open()  # the gyro reopens first this time: it connects and starts the headband
     eeg.open()
-    collect(eeg, 24)
-    collect(gyro, 6)
+    read_samples(eeg, 24)
+    read_samples(gyro, 6)
     gyro.close()
-    collect(eeg, 12)  # the EEG keeps the connection after the gyro left
+    read_samples(eeg, 12)  # the EEG keeps the connection after the gyro left
     eeg.close()
     assert muse.connects == 2 and not muse.streaming
 
@@ -294,9 +274,9 @@ def test_ganglion_impedance_from_a_closed_device(ganglion):
 def test_ganglion_impedance_of_an_open_device_resumes_streaming(ganglion):
     dev = Ganglion(ganglion.address, backend="fake")
     dev.open()
-    collect(dev, 20)
+    read_samples(dev, 20)
     assert dev.measure_impedance(0.3, channels=[1])["EXG1"] == 4.7
-    chunks = collect(dev, 20)  # reopened: a fresh stream, exact from its raw packet on
+    chunks = read_samples(dev, 20)  # reopened: a fresh stream, exact from its raw packet on
     dev.close()
     assert chunks[0].meta["sample_index"] == 0
     counts = np.rint(np.concatenate([c.data for c in chunks], 1).astype(np.float64) / dec.GANGLION_V_PER_COUNT)

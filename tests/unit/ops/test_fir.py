@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 
 import numpy as np
 import pytest
@@ -11,9 +10,9 @@ from scipy import signal
 
 from neuraflow.chunk import Chunk
 from neuraflow.errors import PipelineDefinitionError, StreamMismatchError
-from neuraflow.ops import BoundOp, detrend, fir_filter, run_offline
+from neuraflow.ops import detrend, fir_filter, run_offline
 from neuraflow.ops.fir import overlap_save
-from neuraflow.testing import chunks_from_array, make_info, random_chunking
+from neuraflow.testing import assert_resumes_after_pickle, chunks_from_array, make_info, random_chunking, run_batched
 
 SFREQ = 250.0
 
@@ -139,22 +138,10 @@ def test_detrend_removes_offset_and_drift(rng):
 
 
 @pytest.mark.parametrize("name", ["fir", "detrend", "expanding"])
-def test_step_batch_equals_individual_steps(name, rng):
+def test_step_batch_equals_individual_steps(name, batch_streams):
     spec = {"fir": FIRS["highpass"], "detrend": DETRENDS["linear"][0], "expanding": DETRENDS["expanding"][0]}[name]()
-    op = BoundOp(spec)
-    infos = [make_info(n, SFREQ, stream_id=f"s{i}") for i, n in enumerate([2, 3, 1, 4, 2])]
-    data = [rng.standard_normal((info.n_channels, 600)) for info in infos]
-    plans = [[100] * 6, [100, 37, 0, 200, 63, 200]]
-    for sizes_of in ([plans[0]] * 5, [plans[0], plans[1], plans[0], plans[1], plans[0]]):
-        streams = [chunks_from_array(d, info, sizes) for d, info, sizes in zip(data, infos, sizes_of)]
-        single = [run_offline(spec, s) for s in streams]
-        states = [op.init(s[0]) for s in streams]
-        batched = [[] for _ in streams]
-        for k in range(len(streams[0])):
-            states, outs = op.step_batch(states, [s[k] for s in streams])
-            for out, acc in zip(outs, batched):
-                acc.extend(out)
-        for got, want in zip(batched, single):
+    for streams in batch_streams(SFREQ):
+        for got, want in zip(run_batched(spec, streams), [run_offline(spec, s) for s in streams]):
             assert [g.seq for g in got] == [w.seq for w in want]
             assert all(g.info == w.info for g, w in zip(got, want))
             _close(_concat(got), _concat(want))
@@ -175,18 +162,8 @@ def test_step_batch_stacks_streams_into_one_fft(monkeypatch, rng):
 
 @pytest.mark.parametrize("spec", [FIRS["bandstop"], DETRENDS["linear"][0], DETRENDS["expanding"][0]])
 def test_state_pickles_mid_stream_and_continues_identically(spec, rng):
-    spec = spec()
     x = _signal(rng, n_samples=1200)
-    chunks = chunks_from_array(x, make_info(3, SFREQ), random_chunking(1200, rng))
-    op = BoundOp(spec)
-    state = op.init(chunks[0])
-    for c in chunks[: len(chunks) // 2]:
-        state, _ = op.step(state, c)
-    clone = pickle.loads(pickle.dumps(state))
-    for c in chunks[len(chunks) // 2 :]:
-        state, out_a = op.step(state, c)
-        clone, out_b = op.step(clone, c)
-        np.testing.assert_array_equal(out_a[0].data, out_b[0].data)
+    assert_resumes_after_pickle(spec(), chunks_from_array(x, make_info(3, SFREQ), random_chunking(1200, rng)))
 
 
 def test_channel_change_mid_stream_is_rejected(rng):
@@ -232,13 +209,9 @@ def test_bad_params_raise_pipeline_definition_error(factory, message):
         factory()
 
 
-def test_real_recording_streaming_equals_reference(eegmmidb_edf, rng):
-    mne = pytest.importorskip("mne")
-    raw = mne.io.read_raw_edf(eegmmidb_edf, preload=True, verbose="error")
-    raw.pick(raw.ch_names[:6]).crop(0.0, 10.0)
-    x = raw.get_data().astype(np.float32).astype(np.float64)  # volts
-    sfreq = float(raw.info["sfreq"])
-    info = make_info(x.shape[0], sfreq)
+def test_real_recording_streaming_equals_reference(eegmmidb_6ch_10s, rng):
+    x, info = eegmmidb_6ch_10s
+    sfreq = info.sfreq
     spec = fir_filter("bandpass", (8.0, 30.0), transition_hz=2.0)
     got = _concat(run_offline(spec, chunks_from_array(x, info, random_chunking(x.shape[1], rng, max_size=64))))
     _close(got, signal.lfilter(_taps(spec, sfreq), 1.0, x))

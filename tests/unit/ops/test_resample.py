@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import pickle
 
 import numpy as np
 import pytest
@@ -12,8 +11,8 @@ from scipy import signal
 
 from neuraflow.chunk import Chunk
 from neuraflow.errors import PipelineDefinitionError, StreamMismatchError
-from neuraflow.ops import BoundOp, resample, run_offline
-from neuraflow.testing import chunks_from_array, make_info, random_chunking
+from neuraflow.ops import resample, run_offline
+from neuraflow.testing import assert_resumes_after_pickle, chunks_from_array, make_info, random_chunking, run_batched
 
 SFREQ = 250.0
 T0 = 1_700_000_000.0
@@ -102,41 +101,18 @@ def test_a_sine_keeps_its_amplitude_and_phase():
 
 
 @pytest.mark.parametrize(("up", "down"), [(2, 3), (1, 1)])
-def test_step_batch_equals_individual_steps(up, down, rng):
+def test_step_batch_equals_individual_steps(up, down, batch_streams):
     spec = resample(up, down)
-    op = BoundOp(spec)
-    infos = [make_info(n, SFREQ, stream_id=f"s{i}") for i, n in enumerate([2, 3, 1, 4, 2])]
-    data = [rng.standard_normal((info.n_channels, 600)) for info in infos]
-    plans = [[100] * 6, [100, 37, 0, 200, 63, 200]]
-    for sizes_of in ([plans[0]] * 5, [plans[0], plans[1], plans[0], plans[1], plans[0]]):
-        streams = [chunks_from_array(d, info, sizes) for d, info, sizes in zip(data, infos, sizes_of)]
-        single = [run_offline(spec, s) for s in streams]
-        states = [op.init(s[0]) for s in streams]
-        batched = [[] for _ in streams]
-        for k in range(len(streams[0])):
-            states, outs = op.step_batch(states, [s[k] for s in streams])
-            for out, acc in zip(outs, batched):
-                acc.extend(out)
-        for got, want, info in zip(batched, single, infos):
+    for streams in batch_streams(SFREQ):
+        for got, want, s in zip(run_batched(spec, streams), [run_offline(spec, s) for s in streams], streams):
             assert [(g.t0_s, g.seq, g.n_samples) for g in got] == [(w.t0_s, w.seq, w.n_samples) for w in want]
-            _close(_concat(got, info.n_channels), _concat(want, info.n_channels))
+            _close(_concat(got, s[0].n_channels), _concat(want, s[0].n_channels))
 
 
 def test_state_pickles_mid_stream_and_continues_identically(rng):
     x = _signal(rng, n_samples=1200)
     chunks = chunks_from_array(x, make_info(3, SFREQ), random_chunking(1200, rng))
-    op = BoundOp(resample(sfreq_out=100.0))
-    state = op.init(chunks[0])
-    for c in chunks[: len(chunks) // 2]:
-        state, _ = op.step(state, c)
-    clone = pickle.loads(pickle.dumps(state))
-    for c in chunks[len(chunks) // 2 :]:
-        state, out_a = op.step(state, c)
-        clone, out_b = op.step(clone, c)
-        assert len(out_a) == len(out_b)
-        for a, b in zip(out_a, out_b):
-            np.testing.assert_array_equal(a.data, b.data)
-            assert a.t0_s == b.t0_s
+    assert_resumes_after_pickle(resample(sfreq_out=100.0), chunks)
 
 
 def test_channel_change_mid_stream_is_rejected(rng):
@@ -163,12 +139,8 @@ def test_bad_params_raise_pipeline_definition_error(factory, message):
         factory()
 
 
-def test_real_recording_streaming_equals_resample_poly(eegmmidb_edf, rng):
-    mne = pytest.importorskip("mne")
-    raw = mne.io.read_raw_edf(eegmmidb_edf, preload=True, verbose="error")
-    raw.pick(raw.ch_names[:6]).crop(0.0, 10.0)
-    x = raw.get_data().astype(np.float32).astype(np.float64)  # volts, 160 Hz
-    info = make_info(x.shape[0], float(raw.info["sfreq"]))
+def test_real_recording_streaming_equals_resample_poly(eegmmidb_6ch_10s, rng):
+    x, info = eegmmidb_6ch_10s  # 160 Hz
     for sfreq_out, (up, down) in ((250.0, (25, 16)), (100.0, (5, 8))):
         chunks = chunks_from_array(x, info, random_chunking(x.shape[1], rng, max_size=64))
         got = _concat(run_offline(resample(sfreq_out=sfreq_out), chunks), x.shape[0])
