@@ -318,8 +318,9 @@ class IcebergTier(_SinkTier):
 
     Notes
     -----
-    Reads go through :func:`neuraflow.sinks.iceberg.read_chunks`, which scans the whole
-    stream partition; the time range is applied afterwards.
+    Reads go through :func:`neuraflow.sinks.iceberg.read_chunks` with the time range
+    pushed down (other days and row groups skipped); :meth:`read_channels` also pushes
+    down the channels, so one channel of 64 is read without decoding the others.
     """
 
     name = "iceberg"
@@ -330,11 +331,17 @@ class IcebergTier(_SinkTier):
         return (s.catalog_uri, s.warehouse, s.table), {"catalog_name": s.catalog_name,
                                                         "catalog_properties": s.catalog_properties}  # fmt: skip
 
-    def _scan(self, stream_id: str | None, fields: tuple[str, ...], limit: int | None = None):
+    def _scan(self, stream_id: str | None, fields: tuple[str, ...], limit: int | None = None, *, described: bool = False):
+        """Header rows (one per chunk) of ``stream_id`` (``None``: all), or only those carrying a
+        description (``described``: a few per file); ``None`` when the table does not exist."""
         from pyiceberg.exceptions import NoSuchTableError
-        from pyiceberg.expressions import AlwaysTrue, EqualTo
+        from pyiceberg.expressions import And, EqualTo, NotNull
 
         from neuraflow.sinks.iceberg import _load_catalog
+
+        row_filter = NotNull("sfreq") if described else EqualTo("ch_index", -1)
+        if stream_id is not None:
+            row_filter = And(EqualTo("stream_id", stream_id), row_filter)
 
         s = self.sink
         catalog = _load_catalog(s.catalog_name, s.catalog_uri, s.warehouse, s.catalog_properties)
@@ -342,18 +349,22 @@ class IcebergTier(_SinkTier):
             table = catalog.load_table(s.table)
         except NoSuchTableError:
             return None
-        row_filter = AlwaysTrue() if stream_id is None else EqualTo("stream_id", stream_id)
         return table.scan(row_filter=row_filter, selected_fields=fields, limit=limit).to_arrow()
 
     def read(self, stream_id: str, start_s: float | None = None, end_s: float | None = None) -> list[Chunk]:
+        return self.read_channels(stream_id, start_s, end_s, None)
+
+    def read_channels(self, stream_id: str, start_s: float | None, end_s: float | None,
+                      channels: Sequence[str] | None) -> list[Chunk]:  # fmt: skip
+        """:meth:`read` restricted to ``channels`` (names, in this order; ``None``: all), pushed down to the scan."""
         (uri, warehouse, table), kwargs = self._where()
         try:
-            chunks = read_chunks(uri, warehouse, table, stream_id, **kwargs)
+            return read_chunks(uri, warehouse, table, stream_id, start_s=start_s, end_s=end_s, channels=channels,
+                               **kwargs)  # fmt: skip
         except SinkError as exc:
             if "no table" in str(exc):
                 return []
             raise
-        return _in_range(chunks, start_s, end_s)
 
     def write(self, chunks: Sequence[Chunk]) -> None:
         self._open()  # loads the committed seqs: a chunk already archived is skipped
@@ -361,7 +372,7 @@ class IcebergTier(_SinkTier):
         self.sink.flush()
 
     def streams(self) -> list[str]:
-        rows = self._scan(None, ("stream_id",))
+        rows = self._scan(None, ("stream_id",), described=True)
         return [] if rows is None else sorted(set(rows.column("stream_id").to_pylist()))
 
     def has_stream(self, stream_id: str) -> bool:
@@ -370,7 +381,7 @@ class IcebergTier(_SinkTier):
 
     def info(self, stream_id: str) -> StreamInfo | None:
         fields = ("stream_id", "sfreq", "channels", "ch_types", "units")
-        rows = self._scan(stream_id, fields, limit=1)
+        rows = self._scan(stream_id, fields, limit=1, described=True)
         if rows is None or rows.num_rows == 0:
             return None
         (row,) = rows.slice(0, 1).to_pylist()

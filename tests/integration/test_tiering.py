@@ -73,7 +73,7 @@ def warm_rows(warm: TimescaleTier, stream_id: str) -> tuple[int, int]:
 
 
 def cold_rows(cold: IcebergTier, stream_id: str) -> tuple[int, int]:
-    rows = cold._scan(stream_id, ("seq",))
+    rows = cold._scan(stream_id, ("seq",))  # header rows: one per stored chunk
     if rows is None:
         return 0, 0
     seqs = rows.column("seq").to_numpy()

@@ -9,12 +9,12 @@ import pickle
 
 import numpy as np
 import pytest
-from pyiceberg.table import Table
 
 from neuraflow.chunk import Chunk, Event, StreamInfo
 from neuraflow.errors import PipelineDefinitionError, SinkError
 from neuraflow.sinks import Iceberg, Sink, read_chunks, read_events
-from neuraflow.sinks.iceberg import _load_catalog, _SeqRanges
+from neuraflow.sinks import iceberg as iceberg_module
+from neuraflow.sinks.iceberg import MissingChannelError, _load_catalog, _SeqRanges
 from neuraflow.testing import chunks_from_array, make_info, random_chunking
 
 T0 = 1_700_000_000.0
@@ -216,11 +216,11 @@ def test_failed_commit_keeps_the_buffer_and_names_the_table(make_sink, where, mo
     sink = make_sink()
     sink.write_batch(chunks[:6])
 
-    def broken(self, *args, **kwargs):
+    def broken(*args, **kwargs):
         raise OSError("disk full")
 
     with monkeypatch.context() as patch:
-        patch.setattr(Table, "add_files", broken)
+        patch.setattr(iceberg_module, "register_files", broken)
         with pytest.raises(SinkError, match=r"nf\.samples.*disk full") as info:
             sink.flush()
         assert isinstance(info.value.__cause__, OSError)
@@ -240,7 +240,7 @@ def test_full_buffer_and_failing_commit_refuses_the_batch(make_sink, where, monk
     sink = make_sink(max_buffer_chunks=10)
     sink.write_batch(chunks[:6])
     with monkeypatch.context() as patch:
-        patch.setattr(Table, "add_files", lambda self, *a, **k: (_ for _ in ()).throw(OSError("no space")))
+        patch.setattr(iceberg_module, "register_files", lambda *a, **k: (_ for _ in ()).throw(OSError("no space")))
         with pytest.raises(SinkError, match="full") as info:
             sink.write_batch(chunks[6:12])
         assert isinstance(info.value.__cause__, SinkError)
@@ -375,7 +375,7 @@ def test_native_counts_are_stored_as_integers_and_read_back_bit_exact(make_sink,
     chunk_meta = file.metadata.row_group(0).column(column)
     assert chunk_meta.path_in_schema == "residuals.list.element"
     assert "BYTE_STREAM_SPLIT" in chunk_meta.encodings and chunk_meta.compression == "ZSTD"
-    assert file.read(columns=["codec"]).column("codec").to_pylist() == ["dz"] * 40
+    assert file.read(columns=["codec"]).column("codec").to_pylist() == ["dm"] * 40 * (1 + 5)  # header + 5 channels
 
 
 def test_chunks_off_the_grid_fall_back_to_float32(make_sink, where):
@@ -412,17 +412,20 @@ def test_unusable_scales_store_float32(make_sink, where, meta):
 def test_encode_decode_every_shape_and_extreme(rng):
     from neuraflow.sinks import _encoding
 
-    scale, offset = np.array([[1e-6], [2.2351741e-08], [2.0]]), np.zeros((3, 1))
-    for shape in ((3, 0), (3, 1), (3, 7), (3, 1000)):
+    scale, offset = np.array([[1e-6], [2.2351741e-08], [2.0]]), np.array([[0.0], [1e-3], [-4.0]])
+    for shape in ((2, 3, 0), (2, 3, 1), (2, 3, 7), (5, 3, 1000)):
         counts = rng.integers(-(2**23), 2**23, shape)  # a 24-bit ADC
-        if shape[1]:
-            counts[:, 0] = [2**23 - 1, -(2**23), 0]
+        if shape[2]:
+            counts[0, :, 0] = [2**23 - 1, -(2**23), 0]
         data = (counts * scale + offset).astype(np.float32)
-        res = _encoding.encode(data, scale, offset)
-        assert res is not None and res.dtype == np.int32 and res.size == data.size
-        back = _encoding.decode(res, shape, scale, offset)
-        assert np.array_equal(back.view(np.uint32), data.view(np.uint32))
-    assert _encoding.encode(np.full((3, 2), 2.0**28 * 2e-6, np.float32), scale, offset) is None  # beyond 2**27 counts
+        exact, res, ref = _encoding.encode(data, scale, offset)
+        assert exact.all() and res.dtype == ref.dtype == np.int32 and res.shape == data.shape
+        # decode channel 1 of every chunk alone: its residuals plus the chunk's reference
+        back = _encoding.decode(res[:, 1], ref, scale[1, 0], offset[1, 0])
+        assert np.array_equal(back.view(np.uint32), data[:, 1].view(np.uint32))
+    data = np.broadcast_to(scale, (2, 3, 2)).astype(np.float32)  # one count everywhere
+    data[1, 0, 0] = 2.0**28 * 1e-6  # beyond 2**27 counts
+    assert _encoding.encode(data, scale, np.zeros((3, 1)))[0].tolist() == [True, False]
 
 
 def test_compression_level_is_validated():
@@ -431,22 +434,69 @@ def test_compression_level_is_validated():
             Iceberg(compression_level=bad)
 
 
-def test_table_without_codec_columns_gets_them(where):
-    from neuraflow.sinks.iceberg import _schemas
+def test_table_with_the_old_layout_is_refused_with_a_clear_error(where):
     from pyiceberg.schema import Schema
+    from pyiceberg.types import BinaryType, LongType, NestedField, StringType
 
-    samples, spec, _, _ = _schemas()
-    old = Schema(*[f for f in samples.fields if f.name not in ("codec", "residuals")])
+    old = Schema(NestedField(1, "stream_id", StringType(), required=True), NestedField(2, "seq", LongType(), required=True),
+                 NestedField(9, "data", BinaryType(), required=True))  # fmt: skip
     catalog = _load_catalog("neuraflow", where["catalog_uri"], where["warehouse"], None)
     catalog.create_namespace("nf")
-    catalog.create_table(TABLE, old, partition_spec=spec)
-    sink = Iceberg(TABLE, flush_every_s=1e9, **where)
-    sink.open()
-    chunks = counts_stream("adc", 4, {"scale_v_per_count": 1e-6})
+    catalog.create_table(TABLE, old)
+    with pytest.raises(SinkError, match="old one-row-per-chunk layout.*'ch_index'.*new table name"):
+        Iceberg(TABLE, **where).open()
+    with pytest.raises(SinkError, match="old one-row-per-chunk layout"):
+        read(where, "eeg")
+
+
+# One row per chunk and channel -----------------------------------------------------------
+@pytest.mark.parametrize("native", [True, False])
+def test_channels_read_alone_bit_exact(make_sink, where, native):
+    chunks = counts_stream("adc", 30, {"scale_v_per_count": 1e-6}) if native else stream("adc", 30, n_channels=5)
+    chunks[7] = chunks[7].replace(meta={"gain": 3})
+    sink = make_sink()
+    sink.write_batch(chunks[:20])
+    sink.flush()
+    sink.write_batch(chunks[20:])  # two files
+    sink.flush()
+    assert sink.stats()["chunks_native"] == (30 if native else 0)
+    names = chunks[0].info.channels
+    got = read(where, "adc", channels=[names[3], names[0]])
+    assert [c.seq for c in got] == list(range(30))
+    for g, e in zip(got, chunks):
+        assert g.info.channels == (names[3], names[0]) and g.info.stream_id == "adc"
+        assert np.array_equal(g.data.view(np.uint32), e.data[[3, 0]].view(np.uint32))
+        assert g.t0_s == e.t0_s and dict(g.meta) == dict(e.meta)
+    with pytest.raises(MissingChannelError, match=r"no channel\(s\) \['nope'\].*5 channels"):
+        read(where, "adc", channels=["nope"])
+
+
+def test_time_range_is_pushed_down(make_sink, where):
+    chunks = stream("eeg", 40, size=25)  # 0.1 s each
+    sink = make_sink()
     sink.write_batch(chunks)
-    sink.close()
-    assert {"codec", "residuals"} <= set(catalog.load_table(TABLE).schema().column_names)
-    assert_same_chunks(read(where, "adc"), chunks)
+    sink.flush()
+    got = read(where, "eeg", start_s=chunks[10].t0_s, end_s=chunks[20].t0_s)
+    assert [c.seq for c in got] == list(range(10, 20))
+    assert_same_chunks(got, chunks[10:20])
+    assert read(where, "eeg", start_s=chunks[-1].t0_s + 1.0) == []
+
+
+def test_big_files_have_one_row_group_per_channel(make_sink, where):
+    from neuraflow.sinks._iceberg_arrow import MIN_ROW_GROUP_ROWS
+
+    chunks = counts_stream("adc", MIN_ROW_GROUP_ROWS, {"scale_v_per_count": 1e-6}, size=4)
+    sink = make_sink()
+    sink.write_batch(chunks)
+    sink.flush()
+    (file,) = parquet_files(where)
+    meta = file.metadata
+    (ch_column,) = [i for i in range(meta.num_columns) if meta.row_group(0).column(i).path_in_schema == "ch_index"]
+    bounds = [(meta.row_group(g).column(ch_column).statistics.min, meta.row_group(g).column(ch_column).statistics.max)
+              for g in range(meta.num_row_groups)]  # fmt: skip
+    assert bounds == [(c, c) for c in range(-1, 5)]  # header rows, then each channel alone: skippable by statistics
+    got = read(where, "adc", channels=["c4"])
+    assert np.array_equal(np.concatenate([c.data for c in got], axis=1), np.concatenate([c.data[4:] for c in chunks], axis=1))
 
 
 def test_edf_digital_values_compress_at_least_5x(make_sink, where, eegmmidb_edf):
@@ -481,3 +531,41 @@ def test_native_scale_from_edf_rejects_other_files(tmp_path, eegmmidb_edf):
         native_scale_from_edf(eegmmidb_edf, picks=["nope"])
     meta = native_scale_from_edf(eegmmidb_edf, picks=["Fc5.", "Cz.."])
     assert meta == {"scale_v_per_count": [1e-6, 1e-6], "offset_v": [0.0, 0.0]}
+
+
+def test_a_layout_change_inside_one_commit(make_sink, where, rng):
+    a = StreamInfo("s", 250.0, ("Cz", "Pz", "Oz"), meta={"scale_v_per_count": 1e-6})
+    b = StreamInfo("s", 250.0, ("Cz", "Fz"))  # later: other channels, no native scale
+    counts = rng.integers(-1000, 1000, (3, 50))
+    first = chunks_from_array((counts * 1e-6).astype(np.float32), a, [10] * 5, t0_s=T0)
+    second = [c.replace(seq=c.seq + 5) for c in chunks_from_array(rng.standard_normal((2, 50)).astype(np.float32), b,
+                                                                   [10] * 5, t0_s=T0 + 1.0)]  # fmt: skip
+    sink = make_sink()
+    sink.write_batch(second + first)
+    sink.flush()
+    assert sink.stats()["chunks_native"] == 5 and sink.stats()["chunks_float32"] == 5
+    assert_same_chunks(read(where, "s"), first + second)
+    got = read(where, "s", channels=["Cz"])
+    assert [c.info.channels for c in got] == [("Cz",)] * 10
+    assert all(np.array_equal(g.data, e.data[:1]) for g, e in zip(got, first + second))
+    with pytest.raises(MissingChannelError, match="'Oz'"):
+        read(where, "s", channels=["Oz"])
+    assert [c.seq for c in read(where, "s", channels=["Oz"], end_s=T0 + 1.0)] == [0, 1, 2, 3, 4]
+
+
+def test_a_seq_stored_twice_reads_back_once(make_sink, where, monkeypatch):
+    chunks = counts_stream("adc", 10, {"scale_v_per_count": 1e-6})
+    first, second = make_sink(), make_sink()
+    first.write_batch(chunks[:6])
+    second.write_batch(chunks[3:])  # both buffer seqs 3..5
+    first.flush()
+    monkeypatch.setattr(Iceberg, "_drop_committed_elsewhere", lambda self: None)  # as if both committed at once
+    second.flush()
+    catalog = _load_catalog("neuraflow", where["catalog_uri"], where["warehouse"], None)
+    from pyiceberg.expressions import EqualTo
+
+    headers = catalog.load_table(TABLE).scan(row_filter=EqualTo("ch_index", -1), selected_fields=("seq",)).to_arrow()
+    assert sorted(headers.column("seq").to_pylist()) == [0, 1, 2, 3, 3, 4, 4, 5, 5, 6, 7, 8, 9]
+    assert_same_chunks(read(where, "adc"), chunks)
+    got = read(where, "adc", channels=["c2"])
+    assert [c.seq for c in got] == list(range(10)) and all(np.array_equal(g.data, e.data[2:3]) for g, e in zip(got, chunks))

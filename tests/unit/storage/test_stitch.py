@@ -50,6 +50,37 @@ def test_gaps_are_reported_with_their_time_span():
     assert out.gaps[0].start_s == chunks[2].t_end_s and out.gaps[0].end_s == chunks[5].t0_s
 
 
+def test_one_tier_fast_path_equals_the_general_merge():
+    _, chunks = stream(n_chunks=12)
+    kept = [c for c in chunks if c.seq not in (3, 4, 8)]
+    fast = stitch([("cold", kept)])
+    general = stitch([("cold", kept), ("empty", [])])
+    slow = stitch([("cold", kept[:5]), ("warm", kept[5:])])
+    assert fast.gaps == general.gaps == slow.gaps and [c.seq for c in fast.chunks] == [c.seq for c in slow.chunks]
+    assert fast.sources == {"cold": 9} and fast.origins == ["cold"] * 9 and fast.duplicates == 0
+    unsorted = stitch([("cold", kept[::-1] + kept[:1])])  # not strictly increasing: the general path
+    assert [c.seq for c in unsorted.chunks] == [c.seq for c in kept] and unsorted.duplicates == 1
+
+
+def test_assemble_matches_chunk_times_with_ragged_and_empty_chunks(rng):
+    from neuraflow.testing import random_chunking
+
+    info = make_info(2, 250.0, stream_id="s")
+    data = rng.standard_normal((2, 900)).astype(np.float32)
+    sizes = random_chunking(900, rng)
+    chunks = chunks_from_array(data, info, sizes, t0_s=T0)
+    chunks.insert(3, Chunk(np.zeros((2, 0), np.float32), chunks[3].t0_s, info, seq=0))  # an empty chunk
+    chunks = [c.replace(seq=i) for i, c in enumerate(chunks)]
+    start, end = chunks[1].t0_s + 0.001, chunks[-2].t_end_s - 0.002
+    res = assemble(stitch([("cold", chunks)]), info, start, end, ["ch1"])
+    times = np.concatenate([c.times_s for c in chunks])
+    keep = (times >= start) & (times < end)
+    assert np.array_equal(res.times_s, times[keep])  # bit for bit as Chunk.times_s
+    assert np.array_equal(res.data, np.concatenate([c.data for c in chunks], axis=1)[[1]][:, keep])
+    assert res.data.flags.writeable and res.sources == {"cold": sum(1 for c in chunks if c.n_samples
+                                                                    and c.t_end_s > start and c.t0_s < end)}
+
+
 def test_assemble_trims_to_the_span_sample_for_sample():
     data, chunks = stream()
     info = chunks[0].info
