@@ -5,7 +5,9 @@
   chunks, interleaved in one process; checks that both produce the same
   probabilities and returns the ratio of their CPU times.
 - :func:`realtime_run` / :func:`search_capacity` -- ``Engine.start`` in real-time
-  mode with paced :class:`~neuraflow.devices.Synthetic` devices; latency
+  mode with paced devices (default :class:`~benchmarks.common.LoopedSynthetic`,
+  a slice of pre-generated Synthetic data per read, so that the engine is not
+  billed for generating data; ``devices="synthetic"`` for the generator); latency
   percentiles and drops from ``handle.metrics()``, achieved rate from the
   sink's counter, CPU of every worker and of the controller from ``/proc``.
 - :func:`replay` -- a 64-channel 1 kHz FIF recording through the same
@@ -25,12 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.bare import BareProcessor, replay_limit
+from benchmarks.bare import BareIncremental, BareProcessor, replay_limit
 from benchmarks.common import (
     CHUNKS_PER_S,
     LATENCY_TARGET_MS,
     SFREQ,
     CountingSink,
+    bench_devices,
+    looped_devices,
     median,
     pid_cpu_s,
     reference_plan,
@@ -62,21 +66,25 @@ class EfficiencyResult:
         return self.bare_s_per_tick / self.fused_s_per_tick
 
 
-def fused_efficiency(n_devices: int, ticks: int = 48, rounds: int = 4) -> EfficiencyResult:
-    """Compare ``FusedGraph.process`` with :class:`BareProcessor` on ``n_devices`` devices.
+def fused_efficiency(
+    n_devices: int, ticks: int = 48, rounds: int = 4, *, incremental: bool = False
+) -> EfficiencyResult:
+    """Compare ``FusedGraph.process`` with the bare loop on ``n_devices`` devices.
 
-    Both get the same chunks (pre-generated from :class:`Synthetic`, so data
-    generation is excluded on both sides); the first 40 ticks warm up both and
-    fill the 1 s windows. Then ``rounds`` blocks of ``ticks // rounds`` ticks
-    alternate between the two, and the median CPU time per tick is kept.
+    Both get the same chunks (pre-generated, so reading devices is excluded on
+    both sides); the first 40 ticks warm up both and fill the 1 s windows. Then
+    ``rounds`` blocks of ``ticks // rounds`` ticks alternate between the two,
+    and the median CPU time per tick is kept. ``incremental``: the engine runs
+    ``ops.sliding_band_power`` and the bare side :class:`BareIncremental` (the
+    same math); otherwise the full FFT on both sides.
     """
-    devices = synthetic_devices(n_devices, realtime=False, start_s=0.0)
-    plan = reference_plan("bench-fused", devices)
+    devices = looped_devices(n_devices, realtime=False, start_s=0.0)
+    plan = reference_plan("bench-fused", devices, incremental=incremental)
     for dev in devices:
         dev.open()
     pool: list[list[Chunk]] = [[dev.read(0.0) for dev in devices] for _ in range(40)]
     fused = FusedGraph(plan, [("eeg", i) for i in range(n_devices)])
-    bare = BareProcessor(n_devices)
+    bare = BareIncremental(n_devices) if incremental else BareProcessor(n_devices)
     out = None
     probs = None
     for chunks in pool:
@@ -207,9 +215,9 @@ class RealtimeResult:
 
 def realtime_run(
     n_devices: int, *, warmup_s: float, measure_s: float, devices_per_group: int | None = None,
-    num_cpus: int = 2, name: str = "bench-rt", incremental: bool = False,
+    num_cpus: int = 2, name: str = "bench-rt", incremental: bool = False, devices: str = "looped",
 ) -> RealtimeResult:
-    """Start the reference pipeline on ``n_devices`` paced devices, measure, stop.
+    """Start the reference pipeline on ``n_devices`` paced devices of kind ``devices``, measure, stop.
 
     The Ray session must already run (:func:`ray_init`). ``num_cpus`` is only
     used for the settings object: ``Engine.start`` sizes groups from the cluster.
@@ -217,7 +225,8 @@ def realtime_run(
     from neuraflow.runtime.executor import Engine
 
     settings = bench_settings(num_cpus=num_cpus, devices_per_group=devices_per_group)
-    plan = reference_plan(name, synthetic_devices(n_devices, realtime=True), CountingSink(), incremental=incremental)
+    plan = reference_plan(name, bench_devices(devices, n_devices, realtime=True), CountingSink(),
+                          incremental=incremental)
     handle = Engine(settings).start(plan)
     errors: list[str] = []
     try:
@@ -263,6 +272,7 @@ def realtime_run(
 def search_capacity(
     ladder: list[int], *, warmup_s: float, measure_s: float, refine_steps: int = 2,
     devices_per_group: int | None = None, num_cpus: int = 2, log=print, incremental: bool = False,
+    devices: str = "looped",
 ) -> tuple[int, list[RealtimeResult]]:
     """Largest sustained device count: climb ``ladder`` until a failure, then bisect.
 
@@ -273,7 +283,8 @@ def search_capacity(
 
     def attempt(n: int) -> bool:
         res = realtime_run(n, warmup_s=warmup_s, measure_s=measure_s, devices_per_group=devices_per_group,
-                           num_cpus=num_cpus, name=f"bench-rt-{len(runs)}", incremental=incremental)
+                           num_cpus=num_cpus, name=f"bench-rt-{len(runs)}", incremental=incremental,
+                           devices=devices)
         runs.append(res)
         log(f"  N={n:4d} groups={res.n_groups:3d} p50={res.p50_ms:g} p99={res.p99_ms:g} ms "
             f"rate={res.rate_ratio:.3f} drops={res.drops} shed={res.shed} "

@@ -179,15 +179,86 @@ class Chunk:
         return self.t0_s + np.arange(self.n_samples) / self.info.sfreq
 
     def replace(self, **changes: Any) -> Chunk:
-        """Return the next chunk: a copy with ``changes`` applied."""
-        return replace(self, **changes)
+        """Return the next chunk: a copy with ``changes`` applied.
+
+        Changing only ``seq``, ``recv_s``, ``t0_s``, ``info`` or ``meta`` (the runtime's
+        re-stamping of every chunk) checks just what changed (``info`` against the
+        data's channel count, ``t0_s`` finite) and shares the validated data array;
+        a new ``data`` goes through the full validation of the constructor.
+        """
+        if "data" in changes or not changes.keys() <= _RESTAMP_FIELDS:
+            return replace(self, **changes)
+        info = changes.get("info", self.info)
+        if info is not self.info and info.n_channels != self.data.shape[0]:
+            raise StreamMismatchError(
+                f"Chunk of {info.stream_id!r}: data has {self.data.shape[0]} channels, "
+                f"stream declares {info.n_channels}."
+            )
+        t0_s = changes.get("t0_s", self.t0_s)
+        if t0_s is not self.t0_s and not math.isfinite(t0_s):
+            raise StreamMismatchError(f"Chunk of {info.stream_id!r}: t0_s={t0_s!r} must be finite.")
+        meta = _frozen(changes["meta"]) if "meta" in changes else self.meta
+        return _trusted(
+            self.data, t0_s, info, changes.get("seq", self.seq), changes.get("recv_s", self.recv_s), meta
+        )
+
+    @classmethod
+    def trusted(
+        cls,
+        data: np.ndarray,
+        t0_s: float,
+        info: StreamInfo,
+        seq: int = 0,
+        recv_s: float = math.nan,
+        meta: Mapping[str, Any] = _EMPTY,
+    ) -> Chunk:
+        """Build a chunk *without* validation, for ops' and the runtime's hot paths.
+
+        Data is validated once where it enters (a device's chunk, an op's input);
+        chunks derived from it inside the engine skip the constructor's checks and
+        copies, which cost more than the numerical work of a tick at hundreds of
+        streams. The caller guarantees what :class:`Chunk` would otherwise enforce:
+        ``data`` is a read-only, C-contiguous float32 array of shape
+        ``(info.n_channels, n_samples)``, ``t0_s`` is finite and ``meta`` is a
+        read-only mapping (a ``MappingProxyType``, or the chunk's own ``meta``).
+        """
+        return _trusted(data, t0_s, info, seq, recv_s, meta)
 
     def __reduce__(self):
         return (_make_chunk, (np.asarray(self.data), self.t0_s, self.info, self.seq, self.recv_s, dict(self.meta)))
 
 
 def _make_chunk(data, t0_s, info, seq, recv_s, meta) -> Chunk:
+    # unpickling (every chunk a worker delivers to the controller): the chunk was valid when
+    # pickled, so only the cheap invariants are checked before skipping the constructor
+    if (
+        type(data) is np.ndarray
+        and data.dtype == np.float32
+        and data.ndim == 2
+        and data.flags.c_contiguous
+        and data.shape[0] == info.n_channels
+    ):
+        data.flags.writeable = False  # pickle hands back a fresh, writeable array
+        return _trusted(data, t0_s, info, seq, recv_s, _frozen(meta))
     return Chunk(data, t0_s, info, seq, recv_s, meta)
+
+
+_RESTAMP_FIELDS = frozenset({"seq", "recv_s", "t0_s", "info", "meta"})
+_new_chunk = object.__new__
+_set_data, _set_t0, _set_info = Chunk.data.__set__, Chunk.t0_s.__set__, Chunk.info.__set__
+_set_seq, _set_recv, _set_meta = Chunk.seq.__set__, Chunk.recv_s.__set__, Chunk.meta.__set__
+
+
+def _trusted(data, t0_s, info, seq, recv_s, meta) -> Chunk:
+    # the slot descriptors of the frozen dataclass, set directly: no __init__, no __post_init__
+    chunk = _new_chunk(Chunk)
+    _set_data(chunk, data)
+    _set_t0(chunk, t0_s)
+    _set_info(chunk, info)
+    _set_seq(chunk, seq)
+    _set_recv(chunk, recv_s)
+    _set_meta(chunk, meta)
+    return chunk
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,10 +102,28 @@ def _check_stream(state: SosState, chunk: Chunk) -> None:
     check_same_stream("IIR filter", chunk, sfreq=state.sfreq, n_channels=state.zi.shape[1])
 
 
+try:  # the Cython kernel behind scipy.signal.sosfilt: in place, no argument checks, no axis shuffling
+    from scipy.signal._sosfilt import _sosfilt as _sosfilt_kernel
+except ImportError:  # pragma: no cover - a scipy that moved it: the public function does the same
+    _sosfilt_kernel = None
+
+
 def _sosfilt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    # sosfilt copies x and zi to float64 itself; it needs a writeable sos buffer, and
-    # the shared design is read-only, so hand it a (tiny) copy.
-    return signal.sosfilt(np.array(sos), x, zi=zi)
+    """``scipy.signal.sosfilt(sos, x, zi=zi)`` along the last axis of 2-D ``x``, float64 out.
+
+    Returns ``(y, zf)`` with ``zf`` shaped like ``zi`` (``(n_sections, n_rows, 2)``).
+    With hundreds of stacked streams the public function's argument handling (two
+    copies and transposes of ``zi``) cost as much as the filtering; the kernel is
+    called directly when scipy has it (same code, same results).
+    """
+    # the kernel needs a writeable sos buffer, and the shared design is read-only: hand it a (tiny) copy
+    sos = np.array(sos, dtype=np.float64)
+    if _sosfilt_kernel is None or x.ndim != 2:
+        return signal.sosfilt(sos, x, zi=zi)
+    y = np.array(x, dtype=np.float64, order="C")  # filtered in place
+    state = np.array(np.transpose(zi, (1, 0, 2)), dtype=np.float64, order="C")  # a copy, (n_rows, n_sections, 2)
+    _sosfilt_kernel(sos, y, state)
+    return y, state.transpose(1, 0, 2)
 
 
 def reset_nonfinite(*zfs: np.ndarray) -> tuple[tuple[np.ndarray, ...], int]:
@@ -142,9 +160,12 @@ def reset_nonfinite(*zfs: np.ndarray) -> tuple[tuple[np.ndarray, ...], int]:
 
 
 def _with_data(chunk: Chunk, data: np.ndarray) -> Chunk:
-    # Same as chunk.replace(data=...), without dataclasses.replace's per-call field scan
-    # (it dominated step_batch over hundreds of streams).
-    return Chunk(data, chunk.t0_s, chunk.info, chunk.seq, chunk.recv_s, chunk.meta)
+    """``chunk`` with new samples ``data`` (float32, C-contiguous, read-only: made here).
+
+    The input chunk was validated when it was built and the filter keeps its shape,
+    so the output skips the constructor's checks.
+    """
+    return Chunk.trusted(data, chunk.t0_s, chunk.info, chunk.seq, chunk.recv_s, chunk.meta)
 
 
 def _step(state: SosState, chunk: Chunk) -> tuple[SosState, list[Chunk]]:
@@ -153,8 +174,8 @@ def _step(state: SosState, chunk: Chunk) -> tuple[SosState, list[Chunk]]:
         return state, [chunk]
     y, zf = _sosfilt(state.sos, chunk.data, state.zi)
     (zf,), n_reset = reset_nonfinite(zf)
-    new_state = SosState(sos=state.sos, zi=_readonly(zf), sfreq=state.sfreq)
-    out = _with_data(chunk, y.astype(np.float32))
+    new_state = SosState(sos=state.sos, zi=_readonly(np.ascontiguousarray(zf)), sfreq=state.sfreq)
+    out = _with_data(chunk, _readonly(y.astype(np.float32)))
     if n_reset:
         out = out.replace(meta={**chunk.meta, "filter_resets": n_reset})
     return new_state, [out]
@@ -167,13 +188,18 @@ def _step_batch(states: Sequence[SosState], chunks: Sequence[Chunk]) -> tuple[li
     new_states: list[SosState] = list(states)
     outputs: list[list[Chunk]] = [[] for _ in chunks]
     groups: dict[tuple, list[int]] = {}
+    design_keys: dict[int, bytes] = {}  # id(sos) -> its bytes: streams of one op share one design array
     for i, (state, chunk) in enumerate(zip(states, chunks)):
         _check_stream(state, chunk)
-        if chunk.n_samples == 0:
+        n = chunk.data.shape[1]
+        if n == 0:
             outputs[i] = [chunk]
             continue
-        key = (state.sos.shape, state.sos.tobytes(), chunk.n_samples)
-        groups.setdefault(key, []).append(i)
+        sos = state.sos
+        design = design_keys.get(id(sos))
+        if design is None:
+            design = design_keys[id(sos)] = sos.tobytes() + bytes(str(sos.shape), "ascii")
+        groups.setdefault((design, n), []).append(i)
     for members in groups.values():
         if len(members) == 1:
             i = members[0]
@@ -186,13 +212,14 @@ def _step_batch(states: Sequence[SosState], chunks: Sequence[Chunk]) -> tuple[li
             for i in members:
                 new_states[i], outputs[i] = _step(states[i], chunks[i])
             continue
-        y32 = y.astype(np.float32)
+        y32 = _readonly(y.astype(np.float32))  # row slices of it are read-only, C-contiguous views
         _readonly(zf)
         start = 0
         for i in members:
-            stop = start + chunks[i].n_channels
-            new_states[i] = SosState(sos=states[i].sos, zi=zf[:, start:stop], sfreq=states[i].sfreq)
-            outputs[i] = [_with_data(chunks[i], y32[start:stop])]
+            state, chunk = states[i], chunks[i]
+            stop = start + chunk.data.shape[0]
+            new_states[i] = SosState(sos=state.sos, zi=zf[:, start:stop], sfreq=state.sfreq)
+            outputs[i] = [_with_data(chunk, y32[start:stop])]
             start = stop
     return new_states, outputs
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from neuraflow._validate import check_int
 from neuraflow.chunk import Chunk, StreamInfo
 from neuraflow.errors import PipelineDefinitionError, StreamMismatchError
 from neuraflow.ops.base import OpSpec, check_same_stream
@@ -130,13 +131,23 @@ def _default_providers() -> list[str]:
     return [p for p in _GPU_FIRST if p in available] + ["CPUExecutionProvider"]
 
 
-def _setup(model, input_name, output_name, providers) -> OnnxResource:
+def _setup(model, input_name, output_name, providers, threads=1) -> OnnxResource:
     import onnxruntime as ort
 
     data = _read(model)
     if data is None:
         raise PipelineDefinitionError(f"ops.onnx_model: cannot read model file {str(model)!r} on this worker.")
-    session = ort.InferenceSession(data, providers=list(providers) if providers else _default_providers())
+    options = ort.SessionOptions()
+    # ONNX Runtime's default pool has one thread per core, and idle pool threads spin: in a
+    # worker that calls the model once per tick, that burnt a whole core between calls,
+    # taken from the engine's other workers (one per core)
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    if threads > 1:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(
+        data, options, providers=list(providers) if providers else _default_providers()
+    )
     return OnnxResource(session, _signature(session, input_name, output_name, "ops.onnx_model"))
 
 
@@ -180,9 +191,18 @@ def _check(chunk: Chunk, sig: ModelSignature) -> None:
 
 
 def _emit(chunk: Chunk, values: np.ndarray, sig: ModelSignature) -> Chunk:
-    """``values`` (n_samples, n_outputs) -> a chunk (n_outputs, n_samples)."""
+    """``values`` (n_samples, n_outputs) float32 -> a chunk (n_outputs, n_samples).
+
+    Built without the constructor's checks: the data is made read-only, C-contiguous
+    float32 here, its width is the info's channel count and the rest comes from the
+    (validated) input chunk.
+    """
     info = _cached_out_info(chunk.info, sig, values.shape[1])
-    return Chunk(values.T, chunk.t0_s, info, seq=chunk.seq, recv_s=chunk.recv_s, meta=chunk.meta)
+    data = values.T
+    if not data.flags.c_contiguous:  # a single row transposes to a contiguous column: no copy
+        data = np.ascontiguousarray(data)
+    data.flags.writeable = False
+    return Chunk.trusted(data, chunk.t0_s, info, chunk.seq, chunk.recv_s, chunk.meta)
 
 
 @dataclass(frozen=True)
@@ -266,6 +286,7 @@ def onnx_model(
     input_name: str | None = None,
     output_name: str | None = None,
     providers: Sequence[str] | None = None,
+    threads: int = 1,
 ) -> OpSpec:
     """Run an ONNX model on every feature vector of a stream.
 
@@ -281,6 +302,10 @@ def onnx_model(
         ONNX Runtime execution providers in order of preference. Default:
         TensorRT and CUDA when :func:`onnxruntime.get_available_providers` lists
         them, then CPU.
+    threads : int
+        ONNX Runtime intra-op threads per worker (>= 1). The default 1 suits the
+        engine, which runs one worker per core; more threads (which then do not
+        spin while idle) only pay for large models.
 
     Returns
     -------
@@ -319,6 +344,7 @@ def onnx_model(
     for name, value in (("input_name", input_name), ("output_name", output_name)):
         if value is not None and (not isinstance(value, str) or not value):
             raise PipelineDefinitionError(f"{where}: {name}={value!r} must be a non-empty string or None.")
+    threads = check_int(where, "threads", threads)
     if providers is not None:
         if isinstance(providers, str) or not all(isinstance(p, str) for p in providers):
             raise PipelineDefinitionError(f"{where}: providers={providers!r} must be a sequence of provider names.")
@@ -335,9 +361,9 @@ def onnx_model(
         init=_init,
         step=_step,
         infer_info=partial(_infer_info, model=model, **names),
-        params=MappingProxyType({"model": label, **names, "providers": providers}),
+        params=MappingProxyType({"model": label, **names, "providers": providers, "threads": threads}),
         step_batch=_step_batch,
-        setup=partial(_setup, model, input_name, output_name, providers),
+        setup=partial(_setup, model, input_name, output_name, providers, threads),
     )
 
 

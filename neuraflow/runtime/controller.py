@@ -111,7 +111,18 @@ class PipelineController:
                 raw[stream_id] = mark
         self._derived[delivery.group_id].update(delivery.derived_next_seq)
         if delivery.snapshot is not None:
-            self._snapshots[delivery.group_id] = delivery.snapshot
+            stored = self._snapshots.get(delivery.group_id)
+            if delivery.snapshot_partial and stored is not None:
+                # checkpoints spread over ticks: this one holds some streams' states
+                stored["states"].update(delivery.snapshot["states"])
+                stored["next_seq"].update(delivery.snapshot["next_seq"])
+            elif delivery.snapshot_partial:  # the first part: the controller owns (and grows) a copy
+                self._snapshots[delivery.group_id] = {
+                    "states": dict(delivery.snapshot["states"]),
+                    "next_seq": dict(delivery.snapshot["next_seq"]),
+                }
+            else:
+                self._snapshots[delivery.group_id] = delivery.snapshot
         if delivery.stats:
             tick_total = StreamStats()
             for stream_id, stats in delivery.stats.items():

@@ -161,6 +161,11 @@ class DeviceSlot:
                 return
             if not self._read_once(0.0):
                 return
+            # a paced device that says its next chunk is not due yet is not asked again
+            # (a read returning None still costs a call, per device and tick)
+            due = self.next_ready_s()
+            if due is not None and due > time.time():
+                return
 
     def _reader(self) -> None:
         while not self._stop.is_set() and not self.finished:
@@ -235,6 +240,8 @@ class DeviceSlot:
 
     def take(self, max_chunks: int | None = None) -> tuple[list[Chunk], list[Event]]:
         """Drain accepted chunks and pending events (drops become ``"drop"`` events)."""
+        if not len(self.ring) and not self.ring.dropped_seqs and not self._events:
+            return [], []  # the usual idle slot of a tick: no lock taken
         chunks = self.ring.drain(max_chunks)
         dropped = self.ring.take_dropped()
         if dropped:

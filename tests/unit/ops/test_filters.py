@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 
 import numpy as np
 import pytest
@@ -11,9 +10,10 @@ from scipy import signal
 
 from neuraflow.chunk import Chunk
 from neuraflow.errors import PipelineDefinitionError, StreamMismatchError
-from neuraflow.ops import BoundOp, bandpass, notch, run_offline
+from neuraflow.ops import bandpass, notch, run_offline
+from neuraflow.ops import filters
 from neuraflow.ops.filters import SosState
-from neuraflow.testing import chunks_from_array, make_info, random_chunking
+from neuraflow.testing import assert_resumes_after_pickle, chunks_from_array, make_info, random_chunking, run_batched
 
 SFREQ = 250.0
 
@@ -74,23 +74,11 @@ def test_notch_sos_has_one_section_per_frequency():
 
 
 @pytest.mark.parametrize("name", ["bandpass", "notch"])
-def test_step_batch_equals_individual_steps(name, rng):
+def test_step_batch_equals_individual_steps(name, batch_streams):
     spec = SPECS[name]()
-    op = BoundOp(spec)
-    infos = [make_info(n, SFREQ, stream_id=f"s{i}") for i, n in enumerate([2, 3, 1, 4, 2])]
-    data = [rng.standard_normal((info.n_channels, 600)).astype(np.float32) for info in infos]
     # equal chunk lengths (one stacked sosfilt), then mixed lengths and an empty chunk (fallback)
-    plans = [[100] * 6, [100, 37, 0, 200, 63, 200], [1] * 600]
-    for sizes_of in ([plans[0]] * 5, [plans[0], plans[1], plans[0], plans[1], plans[0]]):
-        streams = [chunks_from_array(d, info, sizes) for d, info, sizes in zip(data, infos, sizes_of)]
-        single = [run_offline(spec, s) for s in streams]
-        states = [op.init(s[0]) for s in streams]
-        batched = [[] for _ in streams]
-        for k in range(len(streams[0])):
-            states, outs = op.step_batch(states, [s[k] for s in streams])
-            for out, acc in zip(outs, batched):
-                acc.extend(out)
-        for got, want in zip(batched, single):
+    for streams in batch_streams(SFREQ, np.float32):
+        for got, want in zip(run_batched(spec, streams), [run_offline(spec, s) for s in streams]):
             assert len(got) == len(want)
             for g, w in zip(got, want):
                 assert g.info is w.info and g.seq == w.seq
@@ -102,25 +90,33 @@ def test_step_batch_shares_one_sosfilt_call(monkeypatch, rng):
     chunks = [Chunk(rng.standard_normal((2, 50)), 0.0, make_info(2, SFREQ, stream_id=f"s{i}")) for i in range(8)]
     states = [spec.init(c) for c in chunks]
     calls = []
-    original = signal.sosfilt
-    monkeypatch.setattr(signal, "sosfilt", lambda *a, **k: calls.append(a[1].shape) or original(*a, **k))
+    original = filters._sosfilt
+    monkeypatch.setattr(filters, "_sosfilt", lambda *a, **k: calls.append(a[1].shape) or original(*a, **k))
     spec.step_batch(states, chunks)
     assert calls == [(16, 50)]
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_sosfilt_wrapper_equals_scipy(monkeypatch, rng, kernel):
+    """The direct call of scipy's kernel (or the public fallback) gives sosfilt's exact output and state."""
+    if not kernel:
+        monkeypatch.setattr(filters, "_sosfilt_kernel", None)
+    sos = filters._design_bandpass(1.0, 40.0, 4, SFREQ)
+    x = rng.standard_normal((6, 77)).astype(np.float32)
+    zi = rng.standard_normal((sos.shape[0], 6, 2))
+    zi.flags.writeable = False
+    y, zf = filters._sosfilt(sos, x, zi)
+    y_ref, zf_ref = signal.sosfilt(np.array(sos), x.astype(np.float64), zi=zi)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(zf, zf_ref)
+    assert zf.shape == zi.shape and y.dtype == np.float64
 
 
 def test_state_pickles_mid_stream_and_continues_identically(rng):
     x = _signal(rng, n_samples=1200)
     chunks = chunks_from_array(x, make_info(3, SFREQ), random_chunking(1200, rng))
     for spec in (bandpass(2.0, 30.0), notch(50.0)):
-        state = spec.init(chunks[0])
-        for c in chunks[: len(chunks) // 2]:
-            state, _ = spec.step(state, c)
-        clone = pickle.loads(pickle.dumps(state))
-        assert isinstance(clone, SosState)
-        for c in chunks[len(chunks) // 2 :]:
-            state, out_a = spec.step(state, c)
-            clone, out_b = spec.step(clone, c)
-            np.testing.assert_array_equal(out_a[0].data, out_b[0].data)
+        assert isinstance(assert_resumes_after_pickle(spec, chunks), SosState)
 
 
 def test_step_is_pure(rng):
@@ -187,13 +183,9 @@ def test_bad_params_raise_pipeline_definition_error(factory, message):
         factory()
 
 
-def test_real_recording_streaming_equals_offline(eegmmidb_edf, rng):
-    mne = pytest.importorskip("mne")
-    raw = mne.io.read_raw_edf(eegmmidb_edf, preload=True, verbose="error")
-    raw.pick(raw.ch_names[:6]).crop(0.0, 10.0)
-    x = raw.get_data().astype(np.float32).astype(np.float64)  # volts
-    sfreq = float(raw.info["sfreq"])
-    info = make_info(x.shape[0], sfreq)
+def test_real_recording_streaming_equals_offline(eegmmidb_6ch_10s, rng):
+    x, info = eegmmidb_6ch_10s
+    sfreq = info.sfreq
     for spec in (bandpass(8.0, 30.0), notch(60.0)):
         chunks = chunks_from_array(x, info, random_chunking(x.shape[1], rng, max_size=64))
         got = _concat(run_offline(spec, chunks))

@@ -151,6 +151,7 @@ def test_fixed_batch_model_runs_row_by_row(rng):
         ({"output_name": "y"}, r"output_name='y' is not one of \('probabilities',\)"),
         ({"providers": "CPUExecutionProvider"}, "must be a sequence of provider names"),
         ({"input_name": ""}, "input_name='' must be a non-empty string"),
+        ({"threads": 0}, "threads=0 must be an integer >= 1"),
     ],
 )
 def test_bad_params(model_bytes, kwargs, message):
@@ -167,3 +168,10 @@ def test_bad_params(model_bytes, kwargs, message):
 def test_bad_logistic_regression(w, b, message):
     with pytest.raises(PipelineDefinitionError, match=message):
         logistic_regression_onnx(w, b)
+
+
+def test_session_uses_one_thread_by_default(model_bytes):
+    """ONNX Runtime's default pool spins a thread per core between calls; a worker per core must not."""
+    assert BoundOp(onnx_model(model_bytes)).resource.session.get_session_options().intra_op_num_threads == 1
+    op = BoundOp(onnx_model(model_bytes, threads=2))
+    assert op.resource.session.get_session_options().intra_op_num_threads == 2

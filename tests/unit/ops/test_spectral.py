@@ -90,9 +90,9 @@ def test_real_recording(eegmmidb_edf: Path):
 
 
 def _direct_bins(state, plan):
-    window = spectral._take(state.blocks, state.blocks_start, state.next_end - plan.hop - plan.n_win,
-                            state.next_end - plan.hop).astype(np.float64)
-    return spectral._anchor_bins(window, plan)
+    start = state.next_end - plan.hop - plan.n_win
+    window = spectral._take(state.blocks, state.blocks_start, start, start + plan.n_win).astype(np.float64)
+    return spectral._anchor_bins(window, plan, start)
 
 
 def test_drift_over_a_long_run_stays_far_below_float32():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -228,6 +229,44 @@ def test_controller_resume_point_holds_newest_watermarks() -> None:
     assert ctl.resume_point("h").raw == {"s9": (7, 1.0)}
     assert ctl.resume_point("h").snapshot == {"v": "h"}
     assert ctl.resume_point("unknown") == ResumePoint()
+
+
+def test_controller_merges_partial_snapshots() -> None:
+    ctl = PipelineController(sink_plan(sinks.MemorySink()), ["g"], "realtime")
+    part = {"states": {("bp", "a"): 1}, "next_seq": {"a/bp": 3}}
+    ctl.deliver(Delivery("g", {}, {}, [], {}, {}, snapshot=part, snapshot_partial=True))
+    ctl.deliver(Delivery("g", {}, {}, [], {}, {}, snapshot={"states": {("bp", "b"): 2, ("bp", "a"): 5},
+                                                            "next_seq": {"a/bp": 4, "b/bp": 1}},
+                         snapshot_partial=True))
+    assert ctl.resume_point("g").snapshot == {"states": {("bp", "a"): 5, ("bp", "b"): 2},
+                                              "next_seq": {"a/bp": 4, "b/bp": 1}}
+    assert part["states"] == {("bp", "a"): 1}  # the delivered part itself is not modified
+    # a full snapshot (a stopping worker's last one) replaces what was merged
+    full = {"states": {("bp", "c"): 9}, "next_seq": {}}
+    ctl.deliver(Delivery("g", {}, {}, [], {}, {}, snapshot=full))
+    assert ctl.resume_point("g").snapshot == full
+
+
+def test_loop_spreads_checkpoints_over_ticks(monkeypatch) -> None:
+    """Each stream is checkpointed once per checkpoint_every_s, a few streams per tick (no stall)."""
+    plan, devs = three_device_plan()
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    loop = GroupLoop("g", plan, [("eeg", i) for i in range(3)], SlotOptions(),
+                     LoopOptions(mode=Mode.BATCH, checkpoint_every_s=0.3))
+    loop.start()
+    parts = []
+    for _ in range(12):
+        clock[0] += 0.05  # six ticks per checkpoint interval, three streams: one every other tick
+        loop.poll()
+        out = loop.tick()
+        if out is not None and out.snapshot is not None:
+            assert out.snapshot_partial
+            parts.append(sorted({key[1] for key in out.snapshot["states"]}))
+    loop.stop()
+    assert all(len(p) == 1 for p in parts) and len(parts) in (5, 6)
+    assert {s for p in parts for s in p} == {"eeg-0", "eeg-1", "eeg-2"}
+    assert loop.fused.snapshot(["eeg-1"])["states"].keys() == {("bp", "eeg-1")}
 
 
 def test_controller_finished_once_every_group_finished() -> None:
