@@ -23,7 +23,7 @@ from neuraflow.runtime.executor import Engine
 from neuraflow.sinks import Iceberg, RedisStream, Timescale
 from neuraflow.storage import IcebergTier, QueryEngine, RedisTier, Tierer, TieringPolicy, TimescaleTier
 
-from .conftest import make_settings
+from .conftest import make_settings, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.redis, pytest.mark.postgres]
 
@@ -112,15 +112,6 @@ def three_tier_plan(name: str, devs: list[Synthetic], stores: Stores, **sink_kwa
     eeg.to("cold", stores.cold(**sink_kwargs.get("cold", {})))
     eeg.to("ref", sinks.MemorySink())
     return p.build()
-
-
-def wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def seq_counts(tier, stream_id: str) -> dict[int, int]:

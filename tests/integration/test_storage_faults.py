@@ -30,10 +30,10 @@ from neuraflow.runtime.executor import Engine
 from neuraflow.sinks import Iceberg, RedisStream
 from neuraflow.storage import IcebergTier
 
-from .conftest import make_settings
+from .conftest import make_settings, wait_for
 from .s3_server import s3_server  # noqa: F401 - the fixture
 from .test_storage_e2e import (
-    PG_DSN, Stores, assert_device_samples, devices, seq_counts, stores, three_tier_plan, wait_for,
+    PG_DSN, Stores, assert_device_samples, devices, seq_counts, stores, three_tier_plan,
 )  # noqa: F401 - stores is a fixture  # fmt: skip
 
 pytestmark = [pytest.mark.ray, pytest.mark.redis, pytest.mark.postgres]
