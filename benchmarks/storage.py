@@ -2,7 +2,9 @@
 
 Ingest: ``write_batch`` is called directly, as the controller calls it: one batch per tick
 of 1 kHz / 32 samples (31.25 ticks per device-second) holding one 64 x 32 float32 chunk per
-device, and ``flush()`` once per second of data. A sink "keeps up with D devices" when it
+device, and ``flush()`` on the controller's cadence: every second of data, or every
+``flush_every_s`` of the sink where that is longer (Iceberg: 5 s, the default of
+``storage.flush_every_s``). A sink "keeps up with D devices" when it
 writes D device-seconds per wall second: rate / 256 kB/s (64 ch x 1 kHz x 4 B).
 Sinks run alone, then all three in one process (the controller's case: one thread).
 
@@ -34,11 +36,14 @@ import numpy as np
 
 from benchmarks.common import CHUNK_SIZE, N_CHANNELS, SFREQ, TARGET_DEVICES
 from neuraflow.chunk import Chunk, StreamInfo
+from neuraflow.config import StorageSettings
 from neuraflow.sinks import Iceberg, RedisStream, Timescale
 
 REDIS_URL = os.environ.get("NEURAFLOW_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 PG_URL = os.environ.get("NEURAFLOW_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 DEVICE_BYTES_PER_S = N_CHANNELS * SFREQ * 4  # 256 kB/s of raw float32
+#: Seconds of data between two flushes, per sink class, as the pipeline controller schedules them.
+FLUSH_CADENCE_S = {"Iceberg": StorageSettings().flush_every_s}
 TICKS_PER_S = SFREQ / CHUNK_SIZE  # 31.25
 
 
@@ -147,19 +152,20 @@ class Stores:
 
 # Ingest ---------------------------------------------------------------------------------------
 def ingest(sinks: list, source: Source, seconds: float) -> dict[str, Any]:
-    """Write ``seconds`` of data tick by tick to every sink in turn (one thread), flushing once per second."""
+    """Write ``seconds`` of data tick by tick to every sink in turn (one thread), flushing on the controller's cadence."""
     for sink in sinks:
         sink.open()
     ticks = int(round(seconds * TICKS_PER_S))
-    per_flush = int(round(TICKS_PER_S))
+    # ticks between flushes of each sink (the sinks' own wall-clock commits are off: see Stores.make)
+    every = [int(round(TICKS_PER_S * FLUSH_CADENCE_S.get(type(sink).__name__, 1.0))) for sink in sinks]
     peak = 0
     start = time.perf_counter()
     for k in range(ticks):
         batch = source.tick(k)
         for sink in sinks:
             sink.write_batch(batch)
-        if (k + 1) % per_flush == 0 or k == ticks - 1:
-            for sink in sinks:
+        for sink, n in zip(sinks, every):
+            if (k + 1) % n == 0 or k == ticks - 1:
                 peak = max(peak, sink.stats()["buffered"])
                 sink.flush()
     wall = time.perf_counter() - start
@@ -235,7 +241,7 @@ def run(quick: bool, repeats: int) -> dict[str, Any]:
     out: dict[str, Any] = {"recording": name, "quick": quick, "repeats": repeats, "cpus": os.cpu_count(),
                            "load_before": _load()}  # fmt: skip
     n_devices = 32 if quick else 64
-    seconds = 2.0 if quick else 4.0
+    seconds = 5.0 if quick else 10.0  # at least one Iceberg commit interval
     stores = Stores()
     try:
         out["ingest"] = {}

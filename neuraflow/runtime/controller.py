@@ -26,7 +26,9 @@ from neuraflow.sinks.memory import HotBuffer
 
 log = logging.getLogger(__name__)
 
-#: Seconds between forced ``flush()`` of every sink.
+#: Shortest interval between two ``flush()`` calls of a sink (seconds). A sink with a longer
+#: ``flush_every_s`` of its own (Iceberg: commits cost seconds and one file per stream) is
+#: flushed on that cadence instead; every sink is flushed at the end and on stop.
 FLUSH_EVERY_S = 1.0
 #: Chunks kept per sink while it refuses writes; beyond this the oldest are dropped and counted
 #: (memory stays bounded during a long outage of a store).
@@ -73,7 +75,7 @@ class PipelineController:
         self._sink_dropped: dict[str, int] = defaultdict(int)
         self._pending: dict[str, list[Chunk]] = defaultdict(list)
         self._recent: deque[tuple[float, StreamStats]] = deque()
-        self._last_flush = time.monotonic()
+        self._last_flush = dict.fromkeys(self._sinks, time.monotonic())
 
     # ------------------------------------------------------------------ data path
     def deliver(self, delivery: Delivery) -> bool:
@@ -140,8 +142,13 @@ class PipelineController:
         group["last_s"] = time.time()
         if delivery.finished:
             group["finished"] = True
-        if time.monotonic() - self._last_flush >= FLUSH_EVERY_S or self.finished:
+        if self.finished:
             self.flush()
+        else:
+            now = time.monotonic()
+            for name, sink in self._sinks.items():
+                if now - self._last_flush[name] >= max(FLUSH_EVERY_S, getattr(sink, "flush_every_s", 0.0) or 0.0):
+                    self._flush_sink(name)
         return True
 
     def _write(self, name: str) -> None:
@@ -159,14 +166,17 @@ class PipelineController:
 
     def flush(self) -> None:
         """Flush every sink (errors are recorded, pending data is kept)."""
-        for name, sink in self._sinks.items():
-            self._write(name)
-            try:
-                sink.flush()
-            except Exception as exc:  # noqa: BLE001 - recorded; the sink keeps its buffer
-                self._sink_failures[name] += 1
-                self._sink_errors[name] = f"flush: {type(exc).__name__}: {exc}"
-        self._last_flush = time.monotonic()
+        for name in self._sinks:
+            self._flush_sink(name)
+
+    def _flush_sink(self, name: str) -> None:
+        self._write(name)
+        try:
+            self._sinks[name].flush()
+        except Exception as exc:  # noqa: BLE001 - recorded; the sink keeps its buffer
+            self._sink_failures[name] += 1
+            self._sink_errors[name] = f"flush: {type(exc).__name__}: {exc}"
+        self._last_flush[name] = time.monotonic()
 
     def resume_point(self, group_id: str) -> ResumePoint:
         """Where worker ``group_id`` continues after a restart."""

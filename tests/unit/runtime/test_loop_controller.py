@@ -447,3 +447,23 @@ def test_stream_stats_merge_and_summary() -> None:
     assert s["chunks_per_s"] == 2.5 and s["samples_per_s"] == 25.0
     assert s["latency_count"] == 2 and s["latency_p50_ms"] == 1.0 and s["latency_p99_ms"] == 100.0
     assert StreamStats().summary(0.0)["chunks_per_s"] == 0.0
+
+
+def test_each_sink_is_flushed_on_its_own_cadence(monkeypatch) -> None:
+    """Every FLUSH_EVERY_S by default; a sink committing less often (Iceberg) on its own flush_every_s."""
+    monkeypatch.setattr(controller_mod, "FLUSH_EVERY_S", 0.0)
+    fast, slow = sinks.MemorySink(), sinks.MemorySink()
+    slow.flush_every_s = 3600.0
+    p = Pipeline("cadence")
+    src = p.source("src", ScriptedDevice("s0", []))
+    src.to("fast", fast)
+    src.to("slow", slow)
+    ctl = PipelineController(p.build(), ["g"], "realtime")
+    for seq in range(3):
+        batch = raw_chunks([seq])
+        ctl.deliver(Delivery(group_id="g", sinks={"fast": batch, "slow": batch}, exposed={}, events=[],
+                             raw_watermarks={}, derived_next_seq={}))
+    assert fast.flushes == 3 and slow.flushes == 0
+    assert [c.seq for c in slow.chunks("s0")] == [0, 1, 2]  # written at once, committed later
+    ctl.stop()
+    assert slow.flushes >= 1
