@@ -9,23 +9,17 @@ from __future__ import annotations
 import io
 import statistics
 import time
-import uuid
 
 import numpy as np
-import psycopg
 import pytest
 
 from neuraflow.chunk import Chunk, Event, StreamInfo
-from neuraflow.sinks import Iceberg, RedisStream, Timescale
 from neuraflow.storage import (
-    IcebergTier, QueryEngine, QueryError, RedisTier, TierConsistencyError, TimescaleTier, UnknownStreamError,
+    QueryEngine, QueryError, TierConsistencyError, UnknownStreamError,
 )  # fmt: skip
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = float(int(time.time()) - 7200)  # recent: the warm tier drops rows older than its 30-day retention
 SFREQ = 250.0
 
@@ -38,34 +32,6 @@ def make_stream(stream_id: str, n_chunks: int, *, n_channels: int = 8, size: int
     chunks = [Chunk(data[:, i * size : (i + 1) * size], t0 + i * size / SFREQ, info, seq=i, recv_s=t0 + i)
               for i in range(n_chunks)]  # fmt: skip
     return data, chunks
-
-
-@pytest.fixture
-def tiers(tmp_path):
-    """(hot, warm, cold) tiers in fresh namespaces, removed afterwards."""
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1.0).ping()
-        admin = psycopg.connect(PG_DSN, autocommit=True)
-    except (redis.ConnectionError, psycopg.OperationalError) as exc:
-        pytest.fail(f"Redis or PostgreSQL is not running ({exc}); see ../shared/INFRA.md for the start commands.")
-    prefix = f"nftest:{uuid.uuid4().hex[:12]}:"
-    schema = f"nf_test_{uuid.uuid4().hex[:10]}"
-    hot = RedisTier(RedisStream(REDIS_URL, key_prefix=prefix, window_s=30 * 86_400.0))
-    warm = TimescaleTier(Timescale(PG_URL, schema=schema, table="samples", flush_every_s=1e9))
-    cold = IcebergTier(Iceberg("nf.samples", catalog_uri=f"sqlite:///{tmp_path}/catalog.db",
-                               warehouse=f"file://{tmp_path}/warehouse", flush_every_s=1e9))  # fmt: skip
-    yield hot, warm, cold
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-    hot.sink.close()
-    warm.sink.close()
-    admin.execute(f'drop schema if exists "{schema}" cascade')
-    admin.close()
 
 
 @pytest.fixture

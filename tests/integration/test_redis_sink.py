@@ -8,9 +8,6 @@ free port, kill it and restart it.
 from __future__ import annotations
 
 import pickle
-import shutil
-import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -23,22 +20,12 @@ from neuraflow.errors import PipelineDefinitionError, SinkError
 from neuraflow.sinks import RedisStream, Sink
 from neuraflow.testing import assert_chunks_identical, random_stream
 
+from .redis_server import delete_prefix, free_port, own_redis  # noqa: F401 - own_redis is a fixture
+
 pytestmark = pytest.mark.redis
 
 SHARED_URL = "redis://127.0.0.1:6379/0"
 T0 = 1_700_000_000.0
-
-
-def _delete_prefix(url: str, prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +43,7 @@ def shared_redis() -> str:
 def prefix(shared_redis):
     name = f"nftest:{uuid.uuid4().hex[:12]}:"
     yield name
-    _delete_prefix(shared_redis, name)
+    delete_prefix(shared_redis, name)
 
 
 @pytest.fixture
@@ -65,53 +52,6 @@ def sink(shared_redis, prefix):
     sink.open()
     yield sink
     sink.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class OwnRedis:
-    """A throw-away redis-server on its own port (no persistence), which tests may kill and restart."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        import redis
-
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--dir", "/tmp"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10.0
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server on port {self.port} did not start") from None
-                time.sleep(0.02)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def own_redis():
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server).")
-    server = OwnRedis(_free_port())
-    yield server
-    server.kill()
 
 
 # --------------------------------------------------------------------------------
@@ -133,7 +73,7 @@ def test_bad_parameters():
 
 def test_open_fails_readably_when_redis_is_down():
     with pytest.raises(SinkError, match="cannot reach Redis"):
-        RedisStream(f"redis://127.0.0.1:{_free_port()}/0").open()
+        RedisStream(f"redis://127.0.0.1:{free_port()}/0").open()
 
 
 def test_bit_exact_round_trip(sink):

@@ -24,6 +24,7 @@ from neuraflow.sinks import Iceberg, RedisStream, Timescale
 from neuraflow.storage import IcebergTier, QueryEngine, RedisTier, Tierer, TieringPolicy, TimescaleTier
 
 from .conftest import make_settings, wait_for
+from .redis_server import delete_prefix
 
 pytestmark = [pytest.mark.ray, pytest.mark.redis, pytest.mark.postgres]
 
@@ -65,18 +66,6 @@ class Stores:
                 IcebergTier(self.cold()))  # fmt: skip
 
 
-def _delete_prefix(url: str, prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 @pytest.fixture
 def stores(tmp_path: Path) -> Iterator[Stores]:
     import psycopg
@@ -93,7 +82,7 @@ def stores(tmp_path: Path) -> Iterator[Stores]:
     try:
         yield made
     finally:
-        _delete_prefix(REDIS_URL, made.prefix)
+        delete_prefix(REDIS_URL, made.prefix)
         admin.execute(f'drop schema if exists "{made.schema}" cascade')
         admin.close()
 

@@ -13,9 +13,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -31,55 +28,13 @@ from neuraflow.sinks import Iceberg, RedisStream
 from neuraflow.storage import IcebergTier
 
 from .conftest import make_settings, wait_for
+from .redis_server import OwnRedis, own_redis  # noqa: F401 - own_redis is a fixture
 from .s3_server import s3_server  # noqa: F401 - the fixture
 from .test_storage_e2e import (
     PG_DSN, Stores, assert_device_samples, devices, seq_counts, stores, three_tier_plan,
 )  # noqa: F401 - stores is a fixture  # fmt: skip
 
 pytestmark = [pytest.mark.ray, pytest.mark.redis, pytest.mark.postgres]
-
-
-class OwnRedis:
-    """A throw-away ``redis-server`` on a free port (no persistence) that the test kills and restarts."""
-
-    def __init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        import redis
-
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", "/tmp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10.0
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server on port {self.port} did not start") from None
-                time.sleep(0.02)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def own_redis():
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server).")
-    server = OwnRedis()
-    server.start()
-    yield server
-    server.kill()
 
 
 class Sampler:
@@ -121,6 +76,7 @@ def _plan(name: str, devs, **named_sinks):
 
 # ----------------------------------------------------------------------------------------
 def test_redis_restarted_mid_stream(ray_local, tmp_path: Path, own_redis: OwnRedis) -> None:
+    own_redis.start()
     tag = f"redis{uuid.uuid4().hex[:6]}"
     (dev,) = devices(1, tag)
     sid = dev.info.stream_id
