@@ -66,7 +66,8 @@ def _start_tiering(settings: NeuraflowSettings) -> Any:
     storage = settings.storage
     if not (storage.redis_url and storage.postgres_url):
         return None
-    from neuraflow.storage.tiering import TieringPolicy, start_tiering_actor
+    from neuraflow.runtime.tiering import start_tiering_actor
+    from neuraflow.storage.tiering import TieringPolicy
     from neuraflow.storage.tiers import tiers_from_settings
 
     hot, warm, cold = tiers_from_settings(storage)
@@ -114,7 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         pass
     print()
     if tiering is not None:
-        from neuraflow.storage.tiering import stop_tiering_actor
+        from neuraflow.runtime.tiering import stop_tiering_actor
 
         stop_tiering_actor(tiering)
     status = handle.stop()

@@ -1,11 +1,11 @@
 """Storage across tiers: query (Redis -> PostgreSQL -> Iceberg) and automatic tiering.
 
-``neuraflow.storage`` does not import Ray; only :class:`~neuraflow.storage.tiering.TieringActor`
-use (:func:`~neuraflow.storage.tiering.start_tiering_actor`) does.
+``neuraflow.storage`` does not import Ray: the tiering actor is started by
+:func:`neuraflow.runtime.tiering.start_tiering_actor`.
 """
 
 from neuraflow.storage.query import Gap, QueryEngine, QueryError, QueryResult, UnknownStreamError, query, stitch
-from neuraflow.storage.tiering import MoveReport, Tierer, TieringActor, TieringPolicy, start_tiering_actor
+from neuraflow.storage.tiering import MoveReport, Tierer, TieringActor, TieringPolicy
 from neuraflow.storage.tiers import (
     DeletableTier, IcebergTier, RedisTier, SeqRange, Tier, TierConsistencyError, TimescaleTier, summarize,
 )  # fmt: skip
@@ -13,5 +13,5 @@ from neuraflow.storage.tiers import (
 __all__ = [
     "DeletableTier", "Gap", "IcebergTier", "MoveReport", "QueryEngine", "QueryError", "QueryResult", "RedisTier",
     "SeqRange", "Tier", "TierConsistencyError", "Tierer", "TieringActor", "TieringPolicy", "TimescaleTier",
-    "UnknownStreamError", "query", "start_tiering_actor", "stitch", "summarize",
+    "UnknownStreamError", "query", "stitch", "summarize",
 ]  # fmt: skip

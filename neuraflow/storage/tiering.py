@@ -14,9 +14,9 @@ A crash anywhere leaves every chunk in at least one tier: before step 4 the fast
 still holds it, and the rerun writes it again, which the slower tier drops as a duplicate.
 The query engine drops copies found in two tiers, so readers never see duplicates.
 
-:class:`TieringActor` runs a :class:`Tierer` in a Ray actor every ``interval_s``;
-:func:`start_tiering_actor` creates it detached and restartable. Ray is imported only
-by those two.
+:class:`TieringActor` runs a :class:`Tierer` every ``interval_s`` in a background thread;
+:func:`neuraflow.runtime.tiering.start_tiering_actor` hosts it in a detached, restartable
+Ray actor. This module does not import Ray.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from neuraflow.chunk import Chunk
 from neuraflow.errors import PipelineDefinitionError
 from neuraflow.storage.tiers import DeletableTier, Tier, TierConsistencyError, summarize
 
-__all__ = ["MoveReport", "Tierer", "TieringActor", "TieringPolicy", "start_tiering_actor"]
+__all__ = ["MoveReport", "Tierer", "TieringActor", "TieringPolicy"]
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +183,9 @@ class Tierer:
         return len(batch)
 
 
-# Ray ---------------------------------------------------------------------------------------
+# Actor body --------------------------------------------------------------------------------
 class TieringActor:
-    """Runs :meth:`Tierer.run_once` every ``interval_s`` in a background thread (use as a Ray actor).
+    """Runs :meth:`Tierer.run_once` every ``interval_s`` in a background thread (the body of the Ray actor).
 
     Parameters
     ----------
@@ -249,37 +249,3 @@ class TieringActor:
         """Stop after the current pass (waits for it)."""
         self._stop.set()
         self._thread.join()
-
-
-def start_tiering_actor(hot: DeletableTier, warm: DeletableTier, cold: Tier, policy: TieringPolicy, *,
-                        name: str = "neuraflow:tiering", namespace: str = "neuraflow", interval_s: float = 10.0,
-                        max_restarts: int = -1, pause_after_write_s: float = 0.0):  # fmt: skip
-    """Create a detached, restartable :class:`TieringActor`; returns its Ray actor handle.
-
-    Raises
-    ------
-    PipelineDefinitionError
-        An actor named ``name`` already runs in ``namespace``.
-    """
-    import ray
-
-    try:
-        ray.get_actor(name, namespace=namespace)
-    except ValueError:
-        pass
-    else:
-        raise PipelineDefinitionError(f"storage.start_tiering_actor: an actor named {name!r} already runs; "
-                                      "kill it first or pick another name.")  # fmt: skip
-    handle = ray.remote(TieringActor).options(
-        name=name, namespace=namespace, lifetime="detached", num_cpus=0, max_restarts=max_restarts,
-        max_task_retries=-1, max_concurrency=2,
-    ).remote(hot, warm, cold, policy, interval_s, pause_after_write_s)  # fmt: skip
-    ray.get(handle.status.remote())
-    return handle
-
-
-def stop_tiering_actor(handle) -> None:
-    """Kill a tiering actor started by :func:`start_tiering_actor` (no restart)."""
-    import ray
-
-    ray.kill(handle, no_restart=True)

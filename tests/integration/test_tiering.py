@@ -15,16 +15,16 @@ import pytest
 
 from neuraflow.chunk import Chunk, StreamInfo
 from neuraflow.errors import PipelineDefinitionError
-from neuraflow.sinks import Iceberg, RedisStream, Timescale
+from neuraflow.sinks import Iceberg
+from neuraflow.runtime.tiering import start_tiering_actor
 from neuraflow.storage import (
-    IcebergTier, QueryEngine, RedisTier, Tierer, TieringPolicy, TimescaleTier, start_tiering_actor,
+    IcebergTier, QueryEngine, Tierer, TieringPolicy, TimescaleTier,
 )  # fmt: skip
+
+from .conftest import PG_DSN
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 NOW = float(int(time.time()))
 SFREQ = 250.0
 
@@ -36,33 +36,6 @@ def make_stream(stream_id: str, n_chunks: int, t0: float, *, n_channels: int = 4
     chunks = [Chunk(data[:, i * size : (i + 1) * size], t0 + i * size / SFREQ, info, seq=i)
               for i in range(n_chunks)]  # fmt: skip
     return data, chunks
-
-
-@pytest.fixture
-def tiers(tmp_path):
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1.0).ping()
-        admin = psycopg.connect(PG_DSN, autocommit=True)
-    except (redis.ConnectionError, psycopg.OperationalError) as exc:
-        pytest.fail(f"Redis or PostgreSQL is not running ({exc}); see ../shared/INFRA.md for the start commands.")
-    prefix = f"nftest:{uuid.uuid4().hex[:12]}:"
-    schema = f"nf_test_{uuid.uuid4().hex[:10]}"
-    hot = RedisTier(RedisStream(REDIS_URL, key_prefix=prefix, window_s=86_400.0))
-    warm = TimescaleTier(Timescale(PG_URL, schema=schema, table="samples", flush_every_s=1e9))
-    cold = IcebergTier(Iceberg("nf.samples", catalog_uri=f"sqlite:///{tmp_path}/catalog.db",
-                               warehouse=f"file://{tmp_path}/warehouse", flush_every_s=1e9))  # fmt: skip
-    yield hot, warm, cold
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-    hot.sink.close()
-    warm.sink.close()
-    admin.execute(f'drop schema if exists "{schema}" cascade')
-    admin.close()
 
 
 def warm_rows(warm: TimescaleTier, stream_id: str) -> tuple[int, int]:
