@@ -41,7 +41,7 @@ import numpy as np
 from neuraflow._validate import check_int, check_positive
 from neuraflow.chunk import Chunk, StreamInfo
 from neuraflow.errors import PipelineDefinitionError
-from neuraflow.ops import features, windows
+from neuraflow.ops import _blocks, features, windows
 from neuraflow.ops.base import OpSpec, check_same_stream
 from neuraflow.ops.features import Bands
 
@@ -246,20 +246,6 @@ def _init(first: Chunk, *, bands: Bands, relative: bool, length_s: float, step_s
     )
 
 
-def _take(state_blocks: tuple[np.ndarray, ...], start: int, lo: int, hi: int) -> np.ndarray:
-    """Samples ``[lo, hi)`` from consecutive blocks starting at sample ``start``."""
-    pieces = []
-    for block in state_blocks:
-        end = start + block.shape[1]
-        if end > lo:
-            a, b = max(lo - start, 0), min(hi - start, block.shape[1])
-            pieces.append(block[:, a:b])
-            if end >= hi:
-                break
-        start = end
-    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
-
-
 def _copy_into(blocks: tuple[np.ndarray, ...], start: int, lo: int, out: np.ndarray, *, subtract: bool) -> None:
     """Write (or subtract) samples ``[lo, lo + out.shape[1])`` of consecutive blocks starting at sample
     ``start`` into the float64 rows ``out``, piece by piece (no gather copy)."""
@@ -292,12 +278,10 @@ def _copy_near_end(blocks: tuple[np.ndarray, ...], stop: int, lo: int, out: np.n
 
 def _prune(blocks: tuple[np.ndarray, ...], start: int, keep_from: int, n_win: int) -> tuple[tuple[np.ndarray, ...], int]:
     """Drop blocks before ``keep_from``; compact many small blocks or a long stale prefix (copy)."""
-    while blocks and start + blocks[0].shape[1] <= keep_from:
-        start += blocks[0].shape[1]
-        blocks = blocks[1:]
+    blocks, start, _ = _blocks.drop_blocks_before(blocks, start, 0, keep_from)
     if blocks and (len(blocks) > _MAX_BLOCKS or keep_from - start > n_win):
         total = start + sum(b.shape[1] for b in blocks)
-        merged = np.ascontiguousarray(_take(blocks, start, keep_from, total))
+        merged = np.ascontiguousarray(_blocks.gather(blocks, start, keep_from, total))
         merged.flags.writeable = False
         blocks, start = (merged,), keep_from
     return blocks, start
@@ -354,7 +338,7 @@ class _Job:
         self.n_ch = chunk.data.shape[0]
 
     def window(self, end: int) -> np.ndarray:
-        return _take(self.blocks, self.start, end - self.plan.n_win, end)
+        return _blocks.gather(self.blocks, self.start, end - self.plan.n_win, end)
 
 
 def _step_batch(

@@ -11,7 +11,7 @@ from scipy.signal import welch
 
 from neuraflow.chunk import Chunk
 from neuraflow.devices import Device, Synthetic
-from neuraflow.devices.synthetic import MONTAGE_CHANNELS, channel_names
+from neuraflow.devices._montage import MONTAGE_CHANNELS, channel_names
 from neuraflow.errors import DeviceError, PipelineDefinitionError
 
 T0 = 1_700_000_000.0

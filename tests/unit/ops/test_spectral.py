@@ -12,7 +12,7 @@ from numpy.testing import assert_allclose
 from neuraflow.chunk import Chunk
 from neuraflow.errors import PipelineDefinitionError, StreamMismatchError
 from neuraflow.ops import BoundOp, log_band_power, run_offline, sliding_band_power, sliding_window
-from neuraflow.ops import spectral
+from neuraflow.ops import _blocks, spectral
 from neuraflow.testing import chunks_from_array, make_info, random_chunking
 
 T0 = 1_700_000_000.0
@@ -91,7 +91,7 @@ def test_real_recording(eegmmidb_edf: Path):
 
 def _direct_bins(state, plan):
     start = state.next_end - plan.hop - plan.n_win
-    window = spectral._take(state.blocks, state.blocks_start, start, start + plan.n_win).astype(np.float64)
+    window = _blocks.gather(state.blocks, state.blocks_start, start, start + plan.n_win).astype(np.float64)
     return spectral._anchor_bins(window, plan, start)
 
 
