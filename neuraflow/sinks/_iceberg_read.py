@@ -3,7 +3,7 @@
 Everything is vectorised over rows: the channel rows of all chunks are decoded in
 one numpy pass and scattered into one buffer, of which every chunk's data is a
 read-only view. An hour of 32-sample chunks at 1 kHz is 112,500 chunks, so even
-the :class:`Chunk` constructor's checks (5 us each) are skipped for rows read back
+the :class:`Chunk` constructor's checks (5 us each) are skipped for rows read back (``Chunk.trusted``)
 (they were checked when written).
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from types import MappingProxyType
 from typing import Any
 
@@ -30,40 +29,6 @@ _NO_META: Any = MappingProxyType({})
 
 class MissingChannelError(SinkError):
     """A chunk read with ``channels=`` does not have one of them (its stream description lacks it)."""
-
-
-_CHUNK_FIELDS = ("data", "t0_s", "info", "seq", "recv_s", "meta")
-
-
-def _chunk_maker() -> Callable[..., Chunk]:
-    """``make(data, t0_s, info, seq, recv_s, meta)`` without ``Chunk.__post_init__``'s checks.
-
-    Only for values that already satisfy them: float32 C-contiguous read-only 2-D data
-    matching ``info``, finite ``t0_s``, ``meta`` a ``MappingProxyType``. Falls back to the
-    checked constructor if ``Chunk`` ever gets other fields. ``Chunk.trusted`` (the engine's own
-    unchecked constructor, same arguments) is used where it exists.
-    """
-    trusted = getattr(Chunk, "trusted", None)
-    if trusted is not None:
-        return trusted
-    if tuple(f.name for f in fields(Chunk)) != _CHUNK_FIELDS:
-        return Chunk
-    new, put = object.__new__, object.__setattr__
-
-    def make(data, t0_s, info, seq, recv_s, meta):
-        chunk = new(Chunk)
-        put(chunk, "data", data)
-        put(chunk, "t0_s", t0_s)
-        put(chunk, "info", info)
-        put(chunk, "seq", seq)
-        put(chunk, "recv_s", recv_s)
-        put(chunk, "meta", meta)
-        return chunk
-
-    return make
-
-
-_make_chunk = _chunk_maker()
 
 
 def describe_rows(rows: pa.Table) -> dict[int, StreamInfo]:
@@ -267,7 +232,7 @@ def _rows_to_chunks(rows: pa.Table, channels: Sequence[str] | None, describe: Ca
     else:
         start = chunk_start.tolist()
         views = [out[a : a + c * n].reshape(c, n) for a, c, n in zip(start, n_sel.tolist(), n_samples.tolist())]
-    make, empty, loads = _make_chunk, _NO_META, json.loads
+    make, empty, loads = Chunk.trusted, _NO_META, json.loads  # checked when written
     return [make(data, t, info, s, r, empty if m is None else MappingProxyType(loads(m)))
             for data, t, info, s, r, m in zip(views, t0_s, chunk_info, uniq.tolist(), recv_s, metas)]
 
