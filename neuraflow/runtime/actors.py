@@ -28,6 +28,7 @@ from neuraflow.runtime.controller import PipelineController
 from neuraflow.runtime.loop import GroupLoop, LoopOptions
 from neuraflow.runtime.prometheus import PrometheusExporter
 from neuraflow.runtime.slot import SlotOptions
+from neuraflow.runtime.wire import PackedDelivery, pack_delivery, plan_stream_infos, unpack_delivery
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class DeviceGroupWorker:
         self.controller = _find_controller(controller_name, namespace)
         resume = ray.get(self.controller.resume_point.remote(group_id))
         self.loop = GroupLoop(group_id, plan, hosted, slot_options, loop_options, resume)
+        self._infos = plan_stream_infos(plan)
         self.restarted = bool(resume.raw)
         self._in_flight: list[ray.ObjectRef] = []
         self._stop = threading.Event()
@@ -102,7 +104,7 @@ class DeviceGroupWorker:
         return len(self._in_flight) < MAX_IN_FLIGHT
 
     def _deliver(self, delivery) -> None:
-        self._in_flight.append(self.controller.deliver.remote(delivery))
+        self._in_flight.append(self.controller.deliver_packed.remote(pack_delivery(delivery, self._infos)))
         if delivery.stats:
             self._exporter.export(delivery.stats)
 
@@ -151,7 +153,12 @@ class ControllerActor(PipelineController):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._infos = plan_stream_infos(self.plan)
         _freeze_heap()
+
+    def deliver_packed(self, packed: PackedDelivery) -> bool:
+        """:meth:`deliver` for a worker's tick as it crossed the process boundary (:mod:`~neuraflow.runtime.wire`)."""
+        return self.deliver(unpack_delivery(packed, self._infos))
 
     def ping(self) -> float:
         return time.time()

@@ -22,6 +22,7 @@ from neuraflow.errors import SinkError
 from neuraflow.graph.plan import LogicalPlan
 from neuraflow.runtime.loop import Delivery, ResumePoint
 from neuraflow.runtime.stats import StreamStats
+from neuraflow.runtime.wire import CheckpointStore
 from neuraflow.sinks.memory import HotBuffer
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class PipelineController:
                 raise SinkError(f"sink {name!r}: open failed: {exc}") from exc
         self._raw: dict[str, dict[str, tuple[int, float]]] = defaultdict(dict)
         self._derived: dict[str, dict[str, int]] = defaultdict(dict)
-        self._snapshots: dict[str, dict[str, Any]] = {}
+        self._checkpoints = CheckpointStore()
         self._stream_stats: dict[str, StreamStats] = defaultdict(StreamStats)
         self._step_counts: dict[str, int] = defaultdict(int)
         self._step_time_s: dict[str, float] = defaultdict(float)
@@ -113,18 +114,7 @@ class PipelineController:
                 raw[stream_id] = mark
         self._derived[delivery.group_id].update(delivery.derived_next_seq)
         if delivery.snapshot is not None:
-            stored = self._snapshots.get(delivery.group_id)
-            if delivery.snapshot_partial and stored is not None:
-                # checkpoints spread over ticks: this one holds some streams' states
-                stored["states"].update(delivery.snapshot["states"])
-                stored["next_seq"].update(delivery.snapshot["next_seq"])
-            elif delivery.snapshot_partial:  # the first part: the controller owns (and grows) a copy
-                self._snapshots[delivery.group_id] = {
-                    "states": dict(delivery.snapshot["states"]),
-                    "next_seq": dict(delivery.snapshot["next_seq"]),
-                }
-            else:
-                self._snapshots[delivery.group_id] = delivery.snapshot
+            self._checkpoints.add(delivery.group_id, delivery.snapshot)
         if delivery.stats:
             tick_total = StreamStats()
             for stream_id, stats in delivery.stats.items():
@@ -183,7 +173,7 @@ class PipelineController:
         return ResumePoint(
             raw=dict(self._raw.get(group_id, {})),
             derived_next_seq=dict(self._derived.get(group_id, {})),
-            snapshot=self._snapshots.get(group_id),
+            snapshot=self._checkpoints.snapshot(group_id),
         )
 
     # ------------------------------------------------------------------ queries

@@ -29,6 +29,7 @@ from neuraflow.graph.plan import LogicalPlan
 from neuraflow.runtime.fused import FusedGraph
 from neuraflow.runtime.slot import DeviceSlot, SlotOptions
 from neuraflow.runtime.stats import StreamStats
+from neuraflow.runtime.wire import StateBlob
 
 
 #: A device due this close in the future is polled now (sleep() may return a bit early).
@@ -75,8 +76,7 @@ class Delivery:
     events: list[Event]
     raw_watermarks: dict[str, tuple[int, float]]
     derived_next_seq: dict[str, int]
-    snapshot: dict[str, Any] | None = None
-    snapshot_partial: bool = False  # the snapshot holds some streams' states: merge it into the last one
+    snapshot: StateBlob | None = None  # op states (all, or some streams' when ``snapshot.partial``)
     stats: dict[str, StreamStats] | None = None
     step_counts: dict[str, int] = field(default_factory=dict)
     step_time_s: dict[str, float] = field(default_factory=dict)
@@ -221,12 +221,11 @@ class GroupLoop:
             finished=self.finished,
         )
         if delivery.finished or final:
-            delivery.snapshot = self.fused.snapshot()
+            delivery.snapshot = StateBlob.pack(self.fused.snapshot())
         else:
             streams = self._checkpoint_due()
             if streams:
-                delivery.snapshot = self.fused.snapshot(streams)
-                delivery.snapshot_partial = True
+                delivery.snapshot = StateBlob.pack(self.fused.snapshot(streams), partial=True)
         if report_due or delivery.finished:
             delivery.stats = self._take_stats()
             self._last_report = time.monotonic()
@@ -344,7 +343,7 @@ class GroupLoop:
             events=[],
             raw_watermarks={},
             derived_next_seq=self.fused.next_seq,
-            snapshot=self.fused.snapshot(),
+            snapshot=StateBlob.pack(self.fused.snapshot()),
             stats=self._take_stats(),
             finished=True,
         )

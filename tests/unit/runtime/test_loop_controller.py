@@ -21,6 +21,7 @@ from neuraflow.runtime.loop import Delivery, GroupLoop, LoopOptions, Mode, Resum
 from neuraflow.runtime.placement import partition_devices
 from neuraflow.runtime.slot import SlotOptions
 from neuraflow.runtime.stats import LATENCY_BUCKETS_MS, LatencyHistogram, StreamStats
+from neuraflow.runtime.wire import StateBlob
 from neuraflow.testing import make_info
 
 
@@ -217,33 +218,34 @@ def delivery(chunks, *, group="g", marks=None, derived=None, snapshot=None, expo
 def test_controller_resume_point_holds_newest_watermarks() -> None:
     ctl = PipelineController(sink_plan(sinks.MemorySink()), ["g", "h"], "realtime")
     assert ctl.resume_point("g") == ResumePoint()
-    ctl.deliver(delivery(raw_chunks([0, 1]), marks={"s0": (2, 10.2)}, derived={"s0/x": 1}, snapshot={"v": 1}))
+    g_states = {"states": {("bp", "s0"): 1}, "next_seq": {}}
+    h_states = {"states": {("bp", "s9"): "h"}, "next_seq": {}}
+    ctl.deliver(delivery(raw_chunks([0, 1]), marks={"s0": (2, 10.2)}, derived={"s0/x": 1},
+                         snapshot=StateBlob.pack(g_states)))
     ctl.deliver(delivery(raw_chunks([2]), marks={"s0": (3, 10.3)}, derived={"s0/x": 2}))
     # a stale (lower) watermark never moves the resume point back
     ctl.deliver(delivery([], marks={"s0": (1, 10.1)}))
-    ctl.deliver(delivery([], group="h", marks={"s9": (7, 1.0)}, snapshot={"v": "h"}))
+    ctl.deliver(delivery([], group="h", marks={"s9": (7, 1.0)}, snapshot=StateBlob.pack(h_states)))
     resume = ctl.resume_point("g")
     assert resume.raw == {"s0": (3, 10.3)}
     assert resume.derived_next_seq == {"s0/x": 2}
-    assert resume.snapshot == {"v": 1}  # the last snapshot sent, not cleared by deliveries without one
+    assert resume.snapshot == g_states  # the last snapshot sent, not cleared by deliveries without one
     assert ctl.resume_point("h").raw == {"s9": (7, 1.0)}
-    assert ctl.resume_point("h").snapshot == {"v": "h"}
+    assert ctl.resume_point("h").snapshot == h_states
     assert ctl.resume_point("unknown") == ResumePoint()
 
 
 def test_controller_merges_partial_snapshots() -> None:
     ctl = PipelineController(sink_plan(sinks.MemorySink()), ["g"], "realtime")
     part = {"states": {("bp", "a"): 1}, "next_seq": {"a/bp": 3}}
-    ctl.deliver(Delivery("g", {}, {}, [], {}, {}, snapshot=part, snapshot_partial=True))
-    ctl.deliver(Delivery("g", {}, {}, [], {}, {}, snapshot={"states": {("bp", "b"): 2, ("bp", "a"): 5},
-                                                            "next_seq": {"a/bp": 4, "b/bp": 1}},
-                         snapshot_partial=True))
+    ctl.deliver(Delivery("g", {}, {}, [], {}, {}, snapshot=StateBlob.pack(part, partial=True)))
+    ctl.deliver(Delivery("g", {}, {}, [], {}, {}, snapshot=StateBlob.pack(
+        {"states": {("bp", "b"): 2, ("bp", "a"): 5}, "next_seq": {"a/bp": 4, "b/bp": 1}}, partial=True)))
     assert ctl.resume_point("g").snapshot == {"states": {("bp", "a"): 5, ("bp", "b"): 2},
                                               "next_seq": {"a/bp": 4, "b/bp": 1}}
-    assert part["states"] == {("bp", "a"): 1}  # the delivered part itself is not modified
     # a full snapshot (a stopping worker's last one) replaces what was merged
     full = {"states": {("bp", "c"): 9}, "next_seq": {}}
-    ctl.deliver(Delivery("g", {}, {}, [], {}, {}, snapshot=full))
+    ctl.deliver(Delivery("g", {}, {}, [], {}, {}, snapshot=StateBlob.pack(full)))
     assert ctl.resume_point("g").snapshot == full
 
 
@@ -261,8 +263,9 @@ def test_loop_spreads_checkpoints_over_ticks(monkeypatch) -> None:
         loop.poll()
         out = loop.tick()
         if out is not None and out.snapshot is not None:
-            assert out.snapshot_partial
-            parts.append(sorted({key[1] for key in out.snapshot["states"]}))
+            assert out.snapshot.partial
+            parts.append(sorted(out.snapshot.streams))
+            assert sorted({key[1] for key in out.snapshot.unpack()["states"]}) == parts[-1]
     loop.stop()
     assert all(len(p) == 1 for p in parts) and len(parts) in (5, 6)
     assert {s for p in parts for s in p} == {"eeg-0", "eeg-1", "eeg-2"}
