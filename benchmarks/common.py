@@ -30,6 +30,7 @@ from neuraflow.devices import Synthetic
 from neuraflow.devices._pacing import wait_due
 from neuraflow.devices.base import Device, DeviceBase
 from neuraflow.graph.plan import LogicalPlan
+from neuraflow.graph.optimize import fuse_sos_filters
 
 N_CHANNELS = 64
 SFREQ = 1000.0
@@ -208,6 +209,9 @@ def reference_plan(
 ) -> LogicalPlan:
     """The reference pipeline over ``devices``; predictions go to ``sink`` (a :class:`CountingSink`).
 
+    The notch and the band-pass run as one ``sos_cascade`` step (the engine's
+    default plan rewrite :func:`~neuraflow.graph.optimize.fuse_sos_filters`), as
+    the bare loops run them: one ``sosfilt`` over the five sections.
     ``incremental=True`` computes the same band powers with ``ops.sliding_band_power``
     (sliding DFT) instead of ``sliding_window -> log_band_power`` (full FFT per hop).
     """
@@ -224,7 +228,7 @@ def reference_plan(
         )
     predictions = power.then("classify", ops.onnx_model(classifier_model(), providers=["CPUExecutionProvider"]))
     predictions.to("out", sink if sink is not None else CountingSink())
-    return p.build()
+    return fuse_sos_filters(p.build())
 
 
 @dataclass

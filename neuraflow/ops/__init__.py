@@ -24,7 +24,7 @@ from neuraflow.ops.channels import pick_channels, rereference
 from neuraflow.ops.epoching import _example as _example_epochs
 from neuraflow.ops.epoching import epochs, flatten_epoch
 from neuraflow.ops.features import log_band_power
-from neuraflow.ops.filters import bandpass, notch
+from neuraflow.ops.filters import bandpass, notch, sos_cascade
 from neuraflow.ops.fir import detrend, fir_filter
 from neuraflow.ops.iir import dc_block, filter_bank, iir_filter
 from neuraflow.ops.inference import logistic_regression_onnx, onnx_model
@@ -59,6 +59,7 @@ REGISTRY: dict[str, Callable[[], OpSpec]] = {
     "asr": _example_asr,
     "bandpass": lambda: bandpass(1.0, 40.0, order=4),
     "notch": lambda: notch((50.0, 60.0), quality=30.0),
+    "sos_cascade": lambda: sos_cascade(notch(50.0), bandpass(1.0, 40.0, order=4), dc_block(0.5)),
     "sliding_window": lambda: sliding_window(0.5, 0.1),
     "log_band_power": lambda: log_band_power({"theta": (4.0, 8.0), "alpha": (8.0, 13.0), "beta": (13.0, 30.0)}),
     "onnx_model": _example_classifier,
@@ -127,6 +128,7 @@ __all__ = [
     "log_band_power",
     "logistic_regression_onnx",
     "notch",
+    "sos_cascade",
     "onnx_model",
     "pick_channels",
     "rereference",

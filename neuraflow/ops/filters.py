@@ -18,7 +18,7 @@ cheap.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from types import MappingProxyType
@@ -332,3 +332,73 @@ def notch(freqs: float | Sequence[float] = (50.0,), *, quality: float = 30.0) ->
 
 
 __all__ = ["SosState", "bandpass", "notch", "reset_nonfinite"]
+
+
+# --- cascades (the plan optimizer fuses consecutive filters into one) -------------------
+
+
+def sos_design_of(spec: OpSpec) -> Callable[[float], np.ndarray] | None:
+    """The design ``sfreq -> sos`` of a filter built on this module's state and step
+    (:func:`bandpass`, :func:`notch`, :func:`~neuraflow.ops.iir.iir_filter`,
+    :func:`~neuraflow.ops.iir.dc_block`, :func:`sos_cascade`); None for any other op."""
+    init = spec.init
+    if isinstance(init, partial) and init.func is _init and spec.step is _step:
+        return init.keywords["design"]
+    return None
+
+
+@lru_cache(maxsize=256)
+def _cascade_designs(designs: tuple[Callable[[float], np.ndarray], ...], sfreq: float) -> np.ndarray:
+    """The stages' sections stacked, first stage first (cached: streams share one array)."""
+    return _readonly(np.ascontiguousarray(np.vstack([design(sfreq) for design in designs])))
+
+
+def sos_cascade(*stages: OpSpec) -> OpSpec:
+    """Several second-order-section filters applied in sequence, run as one filter.
+
+    Filtering with the stacked sections of ``stages`` is the same as running the
+    stages one after the other on float64 samples (a cascade of sections is what
+    ``sosfilt`` computes); the stages' own chain only differs by rounding to
+    float32 between them, so the cascade is closer to the offline float64
+    reference. The runtime pays one stacked ``sosfilt`` call, one conversion to
+    float64 and back, and one output chunk per stream instead of one per stage.
+    The plan optimizer (:func:`neuraflow.graph.optimize.fuse_sos_filters`)
+    builds it from consecutive filter steps.
+
+    Parameters
+    ----------
+    *stages : OpSpec
+        Filters of this module's family (see :func:`sos_design_of`), in the
+        order the samples go through them; a cascade among them is flattened.
+
+    Returns
+    -------
+    OpSpec
+        ``(n_channels, n_samples)`` in and out, same rate and units; its
+        ``params["stages"]`` lists each stage's kind and parameters.
+
+    Raises
+    ------
+    PipelineDefinitionError
+        If fewer than two stages are given or a stage is not an SOS filter.
+    """
+    designs: list[Callable[[float], np.ndarray]] = []
+    described: list[Mapping[str, object]] = []
+    for stage in stages:
+        design = sos_design_of(stage)
+        if design is None:
+            raise PipelineDefinitionError(
+                f"ops.sos_cascade: stage of kind {stage.kind!r} is not a second-order-section filter "
+                "(bandpass, notch, iir_filter, dc_block)."
+            )
+        if stage.kind == "sos_cascade":  # flattened: its designs and descriptions
+            designs.extend(design.args[0])
+            described.extend(stage.params["stages"])
+        else:
+            designs.append(design)
+            described.append(MappingProxyType({"kind": stage.kind, **stage.params}))
+    if len(designs) < 2:
+        raise PipelineDefinitionError(f"ops.sos_cascade: needs at least two filters, got {len(designs)}.")
+    design = partial(_cascade_designs, tuple(designs))
+    params = {"stages": tuple(described)}
+    return _spec("sos_cascade", design, params)

@@ -191,3 +191,42 @@ def test_real_recording_streaming_equals_offline(eegmmidb_6ch_10s, rng):
         got = _concat(run_offline(spec, chunks))
         expected = signal.sosfilt(_sos(spec, sfreq), x)
         assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+
+# ----------------------------------------------------------------------------- cascades
+
+
+def test_cascade_streams_equal_the_offline_chain_in_float64() -> None:
+    """notch -> band-pass -> DC block as one cascade: the offline float64 chain of the three designs."""
+    from neuraflow.ops import dc_block, sos_cascade
+
+    rng = np.random.default_rng(7)
+    x = _signal(rng, n_samples=3000)
+    stages = (notch(50.0), bandpass(1.0, 40.0, order=4), dc_block(0.5))
+    spec = sos_cascade(*stages)
+    assert spec.kind == "sos_cascade" and [s["kind"] for s in spec.params["stages"]] == ["notch", "bandpass", "dc_block"]
+    chunks = chunks_from_array(x, make_info(3, SFREQ), random_chunking(x.shape[1], rng, max_size=150))
+    out = _concat(run_batched(spec, [chunks, chunks])[0])
+    expected = x
+    for stage in stages:
+        expected = signal.sosfilt(_sos(stage), expected)
+    assert_allclose(out, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    # the same as the steps one after the other, up to their float32 rounding in between
+    chained = chunks
+    for stage in stages:
+        chained = run_offline(stage, chained)
+    assert_allclose(out, _concat(chained), rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    # a cascade of a cascade is flattened
+    assert len(sos_cascade(sos_cascade(*stages[:2]), stages[2]).params["stages"]) == 3
+    assert_resumes_after_pickle(spec, chunks)
+
+
+def test_cascade_refuses_other_ops_and_single_stages() -> None:
+    from neuraflow.ops import sliding_window, sos_cascade
+
+    with pytest.raises(PipelineDefinitionError, match="kind 'sliding_window' is not a second-order-section"):
+        sos_cascade(notch(50.0), sliding_window(1.0, 0.5))
+    with pytest.raises(PipelineDefinitionError, match="at least two filters, got 1"):
+        sos_cascade(notch(50.0))
+    with pytest.raises(ValueError, match="below Nyquist"):
+        sos_cascade(notch(50.0), bandpass(1.0, 40.0)).infer_info(make_info(2, 60.0))
