@@ -51,7 +51,7 @@ class LoopOptions:
     mode: Mode = Mode.REALTIME
     tick_s: float = 0.005
     latency_budget_s: float = 0.05
-    checkpoint_every_s: float = 1.0
+    checkpoint_every_s: float = 5.0
     report_every_s: float = 0.5
     max_chunks_per_tick: int = 256
 
