@@ -18,6 +18,7 @@ import gc
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import ray
@@ -27,8 +28,9 @@ from neuraflow.runtime.allocator import tune_allocator
 from neuraflow.runtime.controller import PipelineController
 from neuraflow.runtime.loop import GroupLoop, LoopOptions
 from neuraflow.runtime.prometheus import PrometheusExporter
+from neuraflow.runtime.shipper import CheckpointShipper
 from neuraflow.runtime.slot import SlotOptions
-from neuraflow.runtime.wire import PackedDelivery, pack_delivery, plan_stream_infos, unpack_delivery
+from neuraflow.runtime.wire import PackedDelivery, StateBlob, pack_delivery, plan_stream_infos, unpack_delivery
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,7 @@ class DeviceGroupWorker:
         self._stop = threading.Event()
         self._error: str | None = None
         self._exporter = PrometheusExporter(plan.name, group_id)
+        self._shipper = CheckpointShipper(self._send_checkpoints)
         _freeze_heap()
         self._thread = threading.Thread(target=self._run, name=f"group:{group_id}", daemon=True)
         self._thread.start()
@@ -104,9 +107,19 @@ class DeviceGroupWorker:
         return len(self._in_flight) < MAX_IN_FLIGHT
 
     def _deliver(self, delivery) -> None:
+        snapshot = delivery.snapshot
+        if snapshot is not None and snapshot.partial:
+            # off the tick: a ~300 kB-per-stream blob goes through the object store (see shipper.py)
+            self._shipper.submit(snapshot)
+            delivery = replace(delivery, snapshot=None)
+        elif snapshot is not None:
+            self._shipper.flush()  # the full snapshot must land after every partial one
         self._in_flight.append(self.controller.deliver_packed.remote(pack_delivery(delivery, self._infos)))
         if delivery.stats:
             self._exporter.export(delivery.stats)
+
+    def _send_checkpoints(self, blobs: list[StateBlob]) -> None:
+        ray.get(self.controller.store_checkpoints.remote(self.group_id, blobs))
 
     def _run(self) -> None:
         try:
@@ -119,6 +132,7 @@ class DeviceGroupWorker:
             self._error = f"{type(exc).__name__}: {exc}"
         finally:
             self.loop.stop()
+            self._shipper.close()
 
     def status(self) -> dict[str, Any]:
         return {

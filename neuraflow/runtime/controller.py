@@ -22,7 +22,7 @@ from neuraflow.errors import SinkError
 from neuraflow.graph.plan import LogicalPlan
 from neuraflow.runtime.loop import Delivery, ResumePoint
 from neuraflow.runtime.stats import StreamStats
-from neuraflow.runtime.wire import CheckpointStore
+from neuraflow.runtime.wire import CheckpointStore, StateBlob
 from neuraflow.sinks.memory import HotBuffer
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,11 @@ class PipelineController:
             self._sink_failures[name] += 1
             self._sink_errors[name] = f"flush: {type(exc).__name__}: {exc}"
         self._last_flush[name] = time.monotonic()
+
+    def store_checkpoints(self, group_id: str, blobs: list[StateBlob]) -> None:
+        """Keep partial op-state checkpoints a worker sent apart from its ticks (oldest first)."""
+        for blob in blobs:
+            self._checkpoints.add(group_id, blob)
 
     def resume_point(self, group_id: str) -> ResumePoint:
         """Where worker ``group_id`` continues after a restart."""
