@@ -126,6 +126,8 @@ class GroupLoop:
         self._next_ready: list[float] = [0.0] * len(self.slots)
         self._paced_with = self._merge_partners(plan, hosted) if loop_options.mode is Mode.BATCH else {}
         self._last_busy_s: float | None = None  # start of the last tick that processed data
+        self._work_s = 0.0  # moving average of a busy loop iteration's duration (poll, tick, deliver), s
+        self._last_work_end_s: float | None = None
         self._last_checkpoint = time.monotonic()
         self._checkpoint_streams = self.fused.state_streams
         self._checkpoint_credit = 0.0
@@ -284,10 +286,35 @@ class GroupLoop:
         return out
 
     # ------------------------------------------------------------------ run
+    def gather_s(self) -> float:
+        """Real time: how long after the end of a busy iteration the next tick waits, seconds.
+
+        Devices whose chunks arrive at spread-out instants (the usual case: each
+        device started on its own) would otherwise be processed a few at a time every
+        ``tick_s``, paying the fixed cost of a tick (one delivery, one call per step)
+        for each handful: measured at 128 devices with spread phases, 13.4 ms of CPU per
+        device-second against 7 when all chunks arrived together (9.3-10.7 with this wait). The loop waits as
+        long as its last busy iterations took (moving average ``P``), so batches grow
+        with the load at a duty cycle near one half, but never so long that a chunk
+        arriving just after a tick started could come near the budget: it waits for
+        that tick, the gather and its own tick, ``gather + 2 P <= budget / 2`` (the
+        other half is left to scheduling noise; at ``0.8`` the p50 doubled).
+        """
+        if self.options.mode is not Mode.REALTIME:
+            return 0.0
+        work = self._work_s
+        return max(0.0, min(work, 0.5 * self.options.latency_budget_s - 2.0 * work))
+
+    def _note_work(self, started_s: float) -> None:
+        """Fold the duration of a busy loop iteration (started at ``started_s``) into :attr:`_work_s`."""
+        self._last_work_end_s = time.time()
+        self._work_s += 0.3 * ((self._last_work_end_s - started_s) - self._work_s)
+
     def sleep_until_next(self, last_tick_start: float) -> None:
-        """Sleep until the earliest device is due, but at least ``tick_s`` after a tick that
-        processed data: an idle loop reacts at once (low latency for one device), a busy
-        one gathers the chunks of many devices into one vectorised tick."""
+        """Sleep until the earliest device is due, but at least ``tick_s`` after the start and
+        :meth:`gather_s` after the end of an iteration that processed data: an idle loop reacts
+        at once (low latency for one device), a busy one gathers the chunks of many devices
+        into one vectorised tick."""
         if self.options.mode is Mode.BATCH:
             if not any(len(s.ring) for _, s in self.slots) and not any(
                 not s.finished and not getattr(s.device, "blocking", False) for _, s in self.slots
@@ -299,6 +326,8 @@ class GroupLoop:
         wake = min(hints) if hints else now + self.options.tick_s
         if self._last_busy_s is not None:
             wake = max(wake, self._last_busy_s + self.options.tick_s)
+        if self._last_work_end_s is not None:
+            wake = max(wake, self._last_work_end_s + self.gather_s())
         wake = min(wake, now + max(self.options.tick_s, 0.05))
         if wake > now:
             time.sleep(wake - now)
@@ -326,6 +355,8 @@ class GroupLoop:
                     deliver(delivery)
                     if delivery.finished:
                         return
+                    if self._last_busy_s is not None and self._last_busy_s >= start:
+                        self._note_work(start)
                 elif self.finished:
                     deliver(self._final_delivery())
                     return

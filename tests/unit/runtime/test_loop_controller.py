@@ -470,3 +470,20 @@ def test_each_sink_is_flushed_on_its_own_cadence(monkeypatch) -> None:
     assert [c.seq for c in slow.chunks("s0")] == [0, 1, 2]  # written at once, committed later
     ctl.stop()
     assert slow.flushes >= 1
+
+
+@pytest.mark.parametrize(
+    ("work_s", "expected_s"),
+    [(0.0, 0.0), (0.005, 0.005), (0.009, 0.007), (0.015, 0.0)],
+    ids=["idle", "waits-as-long-as-it-works", "capped-by-the-budget", "overloaded-no-wait"],
+)
+def test_realtime_loop_gathers_longer_under_load_within_the_budget(work_s, expected_s) -> None:
+    plan, _ = three_device_plan()
+    loop = GroupLoop("g", plan, [("eeg", 0)], SlotOptions(), LoopOptions(latency_budget_s=0.05))
+    loop._work_s = work_s
+    assert loop.gather_s() == pytest.approx(expected_s)
+    # gather + two iterations stay inside half the budget
+    assert loop.gather_s() + 2 * work_s <= 0.025 + 1e-12 or loop.gather_s() == 0.0
+    batch = GroupLoop("g", plan, [("eeg", 0)], SlotOptions(), LoopOptions(mode=Mode.BATCH))
+    batch._work_s = work_s
+    assert batch.gather_s() == 0.0
