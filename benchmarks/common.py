@@ -140,13 +140,15 @@ class LoopedSynthetic(DeviceBase):
 
     blocking = False
 
-    def __init__(self, stream_id: str, *, offset_chunks: int, realtime: bool, start_s: float | None = None) -> None:
+    def __init__(self, stream_id: str, *, offset_chunks: int, realtime: bool, start_s: float | None = None,
+                 phase_s: float = 0.0) -> None:
         template = Synthetic(stream_id, n_channels=N_CHANNELS, sfreq=SFREQ, chunk_size=CHUNK_SIZE, seed=0)
         self.info = template.info
         self.n_chunks = round(LOOP_S * SFREQ / CHUNK_SIZE)
         self.offset_chunks = offset_chunks % self.n_chunks
         self.realtime = realtime
         self.start_s = start_s
+        self.phase_s = phase_s
         self._block: np.ndarray | None = None
         self._t0: float | None = None
         self._next = 0
@@ -157,7 +159,7 @@ class LoopedSynthetic(DeviceBase):
     def open(self) -> None:
         self._block = _loop_block(N_CHANNELS, SFREQ, CHUNK_SIZE, self.n_chunks)
         if self._t0 is None:
-            self._t0 = time.time() if self.start_s is None else self.start_s
+            self._t0 = time.time() + self.phase_s if self.start_s is None else self.start_s
 
     def read(self, timeout_s: float) -> Chunk | None:
         if self._block is None or self._t0 is None:
@@ -181,15 +183,32 @@ class LoopedSynthetic(DeviceBase):
         return self._t0 + (k + 1) * CHUNK_SIZE / SFREQ
 
 
-def looped_devices(n: int, *, realtime: bool, start_s: float | None = None) -> list[LoopedSynthetic]:
-    """``n`` cheap 64-channel 1 kHz devices (:class:`LoopedSynthetic`), device ``i`` offset by ``37 i`` chunks."""
-    return [LoopedSynthetic(f"dev-{i}", offset_chunks=37 * i, realtime=realtime, start_s=start_s) for i in range(n)]
+def looped_devices(
+    n: int, *, realtime: bool, start_s: float | None = None, phases: str = "aligned"
+) -> list[LoopedSynthetic]:
+    """``n`` cheap 64-channel 1 kHz devices (:class:`LoopedSynthetic`), device ``i`` offset by ``37 i`` chunks.
+
+    ``phases``: ``"aligned"``, every device's chunks fall due at the same instants
+    (all opened together: the best case for batching); ``"spread"``, device ``i``
+    starts a golden-ratio fraction of a chunk period later, as devices started one
+    by one would (ticks then gather fewer devices each).
+    """
+    if phases not in ("aligned", "spread"):
+        raise ValueError(f"phases={phases!r}: expected 'aligned' or 'spread'.")
+    period_s = CHUNK_SIZE / SFREQ
+    return [
+        LoopedSynthetic(f"dev-{i}", offset_chunks=37 * i, realtime=realtime, start_s=start_s,
+                        phase_s=(i * 0.618034 % 1.0) * period_s if phases == "spread" else 0.0)
+        for i in range(n)
+    ]
 
 
-def bench_devices(kind: str, n: int, *, realtime: bool, start_s: float | None = None) -> list[Device]:
+def bench_devices(
+    kind: str, n: int, *, realtime: bool, start_s: float | None = None, phases: str = "aligned"
+) -> list[Device]:
     """``n`` devices of ``kind``: ``"looped"`` (:class:`LoopedSynthetic`) or ``"synthetic"`` (:class:`Synthetic`)."""
     if kind == "looped":
-        return looped_devices(n, realtime=realtime, start_s=start_s)
+        return looped_devices(n, realtime=realtime, start_s=start_s, phases=phases)
     if kind == "synthetic":
         return synthetic_devices(n, realtime=realtime, start_s=start_s)
     raise ValueError(f"device kind {kind!r}: expected 'looped' or 'synthetic'.")

@@ -216,8 +216,12 @@ class RealtimeResult:
 def realtime_run(
     n_devices: int, *, warmup_s: float, measure_s: float, devices_per_group: int | None = None,
     num_cpus: int = 2, name: str = "bench-rt", incremental: bool = False, devices: str = "looped",
+    phases: str = "aligned",
 ) -> RealtimeResult:
     """Start the reference pipeline on ``n_devices`` paced devices of kind ``devices``, measure, stop.
+
+    ``phases``: whether the devices' chunks fall due together or spread over a chunk
+    period (:func:`~benchmarks.common.looped_devices`).
 
     The Ray session must already run (:func:`ray_init`). ``num_cpus`` is only
     used for the settings object: ``Engine.start`` sizes groups from the cluster.
@@ -225,7 +229,7 @@ def realtime_run(
     from neuraflow.runtime.executor import Engine
 
     settings = bench_settings(num_cpus=num_cpus, devices_per_group=devices_per_group)
-    plan = reference_plan(name, bench_devices(devices, n_devices, realtime=True), CountingSink(),
+    plan = reference_plan(name, bench_devices(devices, n_devices, realtime=True, phases=phases), CountingSink(),
                           incremental=incremental)
     handle = Engine(settings).start(plan)
     errors: list[str] = []
@@ -272,7 +276,7 @@ def realtime_run(
 def search_capacity(
     ladder: list[int], *, warmup_s: float, measure_s: float, refine_steps: int = 2,
     devices_per_group: int | None = None, num_cpus: int = 2, log=print, incremental: bool = False,
-    devices: str = "looped",
+    devices: str = "looped", phases: str = "aligned",
 ) -> tuple[int, list[RealtimeResult]]:
     """Largest sustained device count: climb ``ladder`` until a failure, then bisect.
 
@@ -284,7 +288,7 @@ def search_capacity(
     def attempt(n: int) -> bool:
         res = realtime_run(n, warmup_s=warmup_s, measure_s=measure_s, devices_per_group=devices_per_group,
                            num_cpus=num_cpus, name=f"bench-rt-{len(runs)}", incremental=incremental,
-                           devices=devices)
+                           devices=devices, phases=phases)
         runs.append(res)
         log(f"  N={n:4d} groups={res.n_groups:3d} p50={res.p50_ms:g} p99={res.p99_ms:g} ms "
             f"rate={res.rate_ratio:.3f} drops={res.drops} shed={res.shed} "
