@@ -194,7 +194,8 @@ class PipelineController:
             "mode": self.mode,
             "started_s": self.started_s,
             "uptime_s": time.time() - self.started_s,
-            "groups": {g: dict(v) for g, v in self._groups.items()},
+            # checkpoint_bytes: the op-state blobs kept for the group's restart (controller memory)
+            "groups": {g: {**v, "checkpoint_bytes": self._checkpoints.n_bytes(g)} for g, v in self._groups.items()},
             "sources": {s.name: [d.info.stream_id for d in s.devices] for s in self.plan.sources()},
             "steps": [s.name for s in self.plan.processing()],
             "sinks": {name: {"error": self._sink_errors.get(name), "failures": self._sink_failures.get(name, 0),

@@ -101,6 +101,7 @@ def test_run_local_metrics_match_the_sink(local_run) -> None:
     status = controller.status()
     assert status["state"] == "stopped"
     assert status["groups"]["local"]["deliveries"] >= 1
+    assert status["groups"]["local"]["checkpoint_bytes"] > 0  # the stopping worker's full snapshot
     assert status["sources"] == {"eeg": ["eeg-0", "eeg-1", "eeg-2"]}
 
 
