@@ -23,18 +23,25 @@ def _pipeline(*, window_also_stored: bool = False) -> Pipeline:
     return p
 
 
+def assert_same_outputs(plan, fused, stream_id: str, *, min_chunks: int, rtol: float, atol: float,
+                        relative_atol: bool = False) -> None:
+    """``fused`` stores the same chunks of ``stream_id`` in sink ``mem`` as the unoptimised ``plan``."""
+    a = run_local(plan, duration_s=0.3, optimize=False).call_sink("mem", "chunks", stream_id)
+    b = run_local(fused, duration_s=0.3).call_sink("mem", "chunks", stream_id)
+    n = min(len(a), len(b))
+    assert n > min_chunks
+    for x, y in zip(a[:n], b[:n]):
+        assert (x.seq, x.t0_s, x.channels) == (y.seq, y.t0_s, y.channels)
+        scale = np.abs(x.data).max() if relative_atol else 1.0
+        np.testing.assert_allclose(x.data, y.data, rtol=rtol, atol=atol * scale)
+
+
 def test_window_band_power_becomes_one_sliding_dft_step_with_equal_outputs() -> None:
     plan = _pipeline().build()
     fused = optimize(plan)
     assert "window" not in fused.nodes and fused.nodes["power"].op.kind == "sliding_band_power"
     assert fused.stream_infos["power"] == plan.stream_infos["power"]
-    a = run_local(plan, duration_s=0.3, optimize=False).call_sink("mem", "chunks", "s1/power")
-    b = run_local(fused, duration_s=0.3).call_sink("mem", "chunks", "s1/power")
-    n = min(len(a), len(b))
-    assert n > 20
-    for x, y in zip(a[:n], b[:n]):
-        assert (x.seq, x.t0_s, x.channels) == (y.seq, y.t0_s, y.channels)
-        np.testing.assert_allclose(x.data, y.data, rtol=1e-5, atol=1e-6)
+    assert_same_outputs(plan, fused, "s1/power", min_chunks=20, rtol=1e-5, atol=1e-6)
 
 
 def test_window_consumed_elsewhere_is_left_alone() -> None:
@@ -62,14 +69,8 @@ def test_consecutive_filters_become_one_cascade_with_equal_outputs() -> None:
     assert dc.op.kind == "sos_cascade" and dc.input == "eeg"
     assert [s["kind"] for s in dc.op.params["stages"]] == ["notch", "bandpass", "dc_block"]
     assert fused.stream_infos["dc"] == plan.stream_infos["dc"]
-    a = run_local(plan, duration_s=0.3, optimize=False).call_sink("mem", "chunks", "s1/window")
-    b = run_local(fused, duration_s=0.3).call_sink("mem", "chunks", "s1/window")
-    n = min(len(a), len(b))
-    assert n > 10
-    for x, y in zip(a[:n], b[:n]):
-        assert (x.seq, x.t0_s, x.channels) == (y.seq, y.t0_s, y.channels)
-        # the chain rounds to float32 between its steps, the cascade does not
-        np.testing.assert_allclose(x.data, y.data, rtol=1e-4, atol=1e-5 * np.abs(x.data).max())
+    # the chain rounds to float32 between its steps, the cascade does not
+    assert_same_outputs(plan, fused, "s1/window", min_chunks=10, rtol=1e-4, atol=1e-5, relative_atol=True)
 
 
 def test_a_filter_feeding_something_else_ends_the_cascade() -> None:
