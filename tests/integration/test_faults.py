@@ -39,7 +39,11 @@ def test_killed_worker_restarts_and_records_the_gap(ray_local, tmp_path: Path) -
     handle = Engine(settings).start(_plan(devs))
     try:
         time.sleep(3.0)
-        ((_, worker),) = handle.groups.items()
+        ((group_id, worker),) = handle.groups.items()
+        # partial checkpoints reach the controller from the worker's shipper thread, apart from its ticks
+        wait_for(lambda: handle.status()["groups"][group_id]["checkpoint_bytes"] > 0, 10, "a shipped checkpoint")
+        shipped = ray.get(handle.controller.resume_point.remote(group_id)).snapshot
+        assert {("bandpass", d.info.stream_id) for d in devs} <= set(shipped["states"])
         pid_before = ray.get(worker.pid.remote())
         accepted = {d.info.stream_id: [c.seq for c in handle.call_sink("mem", "chunks", d.info.stream_id)] for d in devs}
         ray.kill(worker, no_restart=False)
