@@ -57,9 +57,6 @@ class ChunkColumns:
     data: np.ndarray | list[np.ndarray]
     infos: dict[int, StreamInfo] = field(default_factory=dict)
 
-    def __len__(self) -> int:
-        return len(self.stream_ids)
-
 
 def pack_chunks(chunks: Sequence[Chunk], known: Mapping[str, StreamInfo]) -> ChunkColumns:
     """Columns of ``chunks``; a chunk whose ``info`` is not ``known``'s object travels with it."""
