@@ -1,6 +1,6 @@
-"""Streaming IIR filters in second-order sections: :func:`bandpass` and :func:`notch`.
+"""Streaming IIR filters in second-order sections: :func:`bandpass`, :func:`notch` and :func:`sos_cascade`.
 
-Both ops carry the filter's delay line (``zi``) between chunks, so filtering a
+Every op here carries the filter's delay line (``zi``) between chunks, so filtering a
 stream chunk by chunk gives the same samples as one offline call::
 
     y = scipy.signal.sosfilt(sos, x)          # x: the whole float64 signal, zi=None
@@ -331,9 +331,6 @@ def notch(freqs: float | Sequence[float] = (50.0,), *, quality: float = 30.0) ->
     return _spec("notch", design, {"freqs": values, "quality": quality})
 
 
-__all__ = ["SosState", "bandpass", "notch", "reset_nonfinite"]
-
-
 # --- cascades (the plan optimizer fuses consecutive filters into one) -------------------
 
 
@@ -402,3 +399,6 @@ def sos_cascade(*stages: OpSpec) -> OpSpec:
     design = partial(_cascade_designs, tuple(designs))
     params = {"stages": tuple(described)}
     return _spec("sos_cascade", design, params)
+
+
+__all__ = ["SosState", "bandpass", "notch", "reset_nonfinite", "sos_cascade", "sos_design_of"]

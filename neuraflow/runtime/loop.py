@@ -290,15 +290,16 @@ class GroupLoop:
         """Real time: how long after the end of a busy iteration the next tick waits, seconds.
 
         Devices whose chunks arrive at spread-out instants (the usual case: each
-        device started on its own) would otherwise be processed a few at a time every
-        ``tick_s``, paying the fixed cost of a tick (one delivery, one call per step)
-        for each handful: measured at 128 devices with spread phases, 13.4 ms of CPU per
-        device-second against 7 when all chunks arrived together (9.3-10.7 with this wait). The loop waits as
-        long as its last busy iterations took (moving average ``P``), so batches grow
-        with the load at a duty cycle near one half, but never so long that a chunk
-        arriving just after a tick started could come near the budget: it waits for
-        that tick, the gather and its own tick, ``gather + 2 P <= budget / 2`` (the
-        other half is left to scheduling noise; at ``0.8`` the p50 doubled).
+        device started on its own) would otherwise be processed a few at a time
+        every ``tick_s``, paying the fixed cost of a tick (one delivery, one call
+        per step) for each handful: at 128 devices with spread phases, 13.4 ms of
+        CPU per device-second against 7 when all chunks arrived together, and
+        9.3-10.7 ms with this wait. The loop waits as long as its last busy
+        iterations took (moving average ``P``), so batches grow with the load at a
+        duty cycle near one half, but never so long that a chunk arriving just
+        after a tick started could come near the budget: it waits for that tick,
+        the gather and its own tick, ``gather + 2 P <= budget / 2`` (the other half
+        is left to scheduling noise; at ``0.8`` the p50 doubled).
         """
         if self.options.mode is not Mode.REALTIME:
             return 0.0

@@ -41,7 +41,9 @@ class CheckpointShipper:
         supersedes them within ``checkpoint_every_s`` anyway.
     """
 
-    def __init__(self, send: Callable[[list[StateBlob]], None], *, every_s: float = 0.5, max_pending: int = 256) -> None:
+    def __init__(
+        self, send: Callable[[list[StateBlob]], None], *, every_s: float = 0.5, max_pending: int = 256
+    ) -> None:
         self._send = send
         self.every_s = every_s
         self.max_pending = max_pending
